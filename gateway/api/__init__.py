@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, dependencies, middleware and the error handler."""

@@ -1,0 +1,77 @@
+"""The one place errors become HTTP responses, always in the OpenAI envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import (
+    AuthenticationFailed,
+    MethodNotAllowed,
+    NotFound,
+    RequestValidationFailed,
+    VChatError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def render_error(error: VChatError) -> JSONResponse:
+    """The response for ``error``: its status, the OpenAI envelope, and headers such as Retry-After."""
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers())
+
+
+def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
+    if exc.status_code == 404:
+        return NotFound("Not found: no such route.", code="not_found")
+    if exc.status_code == 405:
+        return MethodNotAllowed("Method not allowed for this route.")
+    if exc.status_code == 401:
+        return AuthenticationFailed(str(exc.detail))
+    error = VChatError(str(exc.detail), code=None)
+    error.status_code = exc.status_code  # an HTTP status the tree has no class for
+    return error
+
+
+def _from_validation_error(exc: RequestValidationError) -> VChatError:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return RequestValidationFailed(
+            f"The request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}.",
+            code="invalid_json",
+        )
+    param = ".".join(loc) or None
+    where = f" at '{param}'" if param else ""
+    return RequestValidationFailed(f"Invalid request{where}: {first.get('msg', 'invalid value')}.", param=param)
+
+
+async def _vchat_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, VChatError)
+    if exc.status_code >= 500:
+        logger.warning("request failed: %s", exc.message, extra={"error_code": exc.code})
+    return render_error(exc)
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    response = render_error(_from_http_exception(exc))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return render_error(_from_validation_error(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; unexpected exceptions are rendered by the request middleware."""
+    app.add_exception_handler(VChatError, _vchat_error)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _validation_error)

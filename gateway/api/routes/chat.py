@@ -1,0 +1,84 @@
+"""``POST /v1/chat/completions``: OpenAI chat, answered by vLLM (plain chat; video questions build on it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from gateway.api.deps import vllm_backend
+from gateway.api.schemas import ChatCompletionRequest
+from gateway.backends.vllm import VllmBackend
+from gateway.errors import InvalidRequest, ModelNotFound, VChatError
+
+router = APIRouter(tags=["chat"])
+logger = logging.getLogger(__name__)
+
+
+async def resolve_model(vllm: VllmBackend, name: str) -> str:
+    """The vLLM model (base or adapter) a client's ``model`` names; 404 ``model_not_found`` otherwise."""
+    served = [model.id for model in await vllm.list_models()]
+    if name not in served:
+        raise ModelNotFound(f"The model '{name}' does not exist. Available models: {', '.join(served)}.",
+                            param="model")
+    return name
+
+
+def sampling_params(body: ChatCompletionRequest) -> dict[str, object]:
+    """The OpenAI sampling fields the client set, under the names the SDK takes."""
+    params: dict[str, object] = {
+        "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop,
+        "max_tokens": body.max_completion_tokens or body.max_tokens,
+        "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,
+    }
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _check(body: ChatCompletionRequest) -> None:
+    if body.n != 1:
+        raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
+    for index, message in enumerate(body.messages):
+        if message.has_media():
+            raise InvalidRequest("This gateway does not take media parts yet; send text only.",
+                                 param=f"messages.{index}.content", code="unsupported_content")
+
+
+def _sse(payload: dict[str, object] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    """Plain chat passed to vLLM, streaming or not, with the client's model name echoed back."""
+    _check(body)
+    # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
+    vllm = vllm_backend(request)
+    model = await resolve_model(vllm, body.model)
+    params: dict[str, object] = {
+        "model": model,
+        "messages": [message.model_dump(exclude_none=True) for message in body.messages],
+        **sampling_params(body),
+    }
+    if not body.stream:
+        completion = await vllm.chat(params)
+        return JSONResponse(completion.model_dump(exclude_unset=True))
+    if body.stream_options is not None:
+        params["stream_options"] = {"include_usage": body.stream_options.include_usage}
+    chunks = await vllm.chat_stream(params)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield _sse(chunk.model_dump(exclude_unset=True))
+        except VChatError as exc:
+            # Headers are gone already: the error travels as an event, then the stream ends normally.
+            logger.warning("stream failed: %s", exc.message)
+            yield _sse(exc.body())
+        yield _sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

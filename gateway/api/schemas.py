@@ -1,0 +1,84 @@
+"""Request bodies in OpenAI's shapes (unknown fields are ignored, as OpenAI-compatible servers do)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(_Lenient):
+    type: Literal["text"]
+    text: str
+
+
+class MediaUrl(_Lenient):
+    url: str = Field(min_length=1)
+
+
+class ImageUrlPart(_Lenient):
+    type: Literal["image_url"]
+    image_url: MediaUrl
+
+
+class VideoUrlPart(_Lenient):
+    type: Literal["video_url"]
+    video_url: MediaUrl
+
+
+class FileRef(_Lenient):
+    file_id: str | None = None
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Lenient):
+    type: Literal["file"]
+    file: FileRef
+
+
+ContentPart = Annotated[TextPart | ImageUrlPart | VideoUrlPart | FilePart, Field(discriminator="type")]
+
+
+class ChatMessage(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text parts joined (media parts left out)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def has_media(self) -> bool:
+        return isinstance(self.content, list) and any(not isinstance(p, TextPart) for p in self.content)
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Lenient):
+    """``POST /v1/chat/completions``. Sampling fields are passed on; ``n`` must be 1."""
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    user: str | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)

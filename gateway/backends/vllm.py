@@ -1,0 +1,120 @@
+"""The vLLM backend: health, model listing and (later) chat calls, through the openai SDK over httpx2."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
+
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model vLLM serves: the base model or a LoRA adapter (``parent`` names its base)."""
+
+    id: str
+    created: int
+    owned_by: str
+    parent: str | None
+    root: str | None
+    max_model_len: int | None
+
+
+class VllmBackend:
+    """Talks to one vLLM OpenAI server; the HTTP client is injected and owned by the app's lifespan."""
+
+    def __init__(self, http: httpx2.AsyncClient, base_url: str, api_key: str | None, timeout_s: float) -> None:
+        self.base_url = base_url
+        self._http = http
+        self._timeout_s = timeout_s
+        self.openai = openai.AsyncOpenAI(
+            base_url=f"{base_url}/v1", api_key=api_key or "unused", http_client=http,
+            max_retries=0, timeout=timeout_s,
+        )
+
+    async def health(self, timeout_s: float) -> None:
+        """Return when vLLM's engine is up; raise ``BackendUnavailable`` saying why otherwise."""
+        try:
+            response = await self._http.get(f"{self.base_url}/health", timeout=timeout_s)
+        except httpx2.TimeoutException as exc:
+            raise BackendTimeout(f"vLLM at {self.base_url} did not answer /health in {timeout_s:g} s.",
+                                 retry_after=RETRY_AFTER_S) from exc
+        except httpx2.TransportError as exc:
+            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({type(exc).__name__}).",
+                                     retry_after=RETRY_AFTER_S) from exc
+        if response.status_code != 200:
+            raise BackendUnavailable(
+                f"vLLM at {self.base_url} reports itself unhealthy (HTTP {response.status_code}).",
+                retry_after=RETRY_AFTER_S,
+            )
+
+    async def list_models(self) -> list[ServedModel]:
+        """Every model vLLM serves right now, base model first as vLLM lists it."""
+        async with self._translate_errors("list models"):
+            page = await self.openai.models.list()
+        models = []
+        for card in page.data:
+            extra = card.model_extra or {}
+            models.append(ServedModel(
+                id=card.id, created=card.created, owned_by=card.owned_by,
+                parent=extra.get("parent"), root=extra.get("root"), max_model_len=extra.get("max_model_len"),
+            ))
+        return models
+
+    async def chat(self, params: dict[str, object]) -> ChatCompletion:
+        """One non-streaming chat completion; ``params`` are the SDK's keyword arguments."""
+        async with self._translate_errors("complete the chat", client_input=True):
+            return await self.openai.chat.completions.create(**params, stream=False)  # type: ignore[call-overload, no-any-return]
+
+    async def chat_stream(self, params: dict[str, object]) -> AsyncIterator[ChatCompletionChunk]:
+        """A streaming chat completion. The call is made before this returns, so a refused or unreachable
+        vLLM raises here (before any byte reaches the client); later failures raise from the iterator."""
+        async with self._translate_errors("complete the chat", client_input=True):
+            stream = await self.openai.chat.completions.create(**params, stream=True)  # type: ignore[call-overload]
+
+        async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+            async with self._translate_errors("stream the chat", client_input=True):
+                try:
+                    async for chunk in stream:
+                        yield chunk
+                finally:
+                    # Closing the response aborts the request in vLLM when the client went away.
+                    await stream.close()
+
+        return chunks()
+
+    @asynccontextmanager
+    async def _translate_errors(self, what: str, *, client_input: bool = False) -> AsyncIterator[None]:
+        try:
+            yield
+        except openai.APITimeoutError as exc:
+            raise BackendTimeout(f"vLLM did not answer in time ({what}).", retry_after=RETRY_AFTER_S) from exc
+        except openai.APIConnectionError as exc:
+            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({what}).",
+                                     retry_after=RETRY_AFTER_S) from exc
+        except openai.APIStatusError as exc:
+            if exc.status_code >= 500:
+                raise BackendUnavailable(f"vLLM failed to {what} (HTTP {exc.status_code}).",
+                                         retry_after=RETRY_AFTER_S) from exc
+            if client_input and exc.status_code in (400, 422):
+                raise InvalidRequest(f"vLLM refused the request: {_message_of(exc)}") from exc
+            # Any other 4xx from vLLM on a request the gateway built is the gateway's fault, not the client's.
+            raise VChatError(f"vLLM refused to {what} (HTTP {exc.status_code}).") from exc
+
+
+def _message_of(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    return exc.message

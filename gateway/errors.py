@@ -1,0 +1,127 @@
+"""The gateway's one error tree; every error a client can see is one of these, rendered by ``api.handlers``.
+
+    VChatError                       (500 api_error / internal_error)
+    ├── InvalidRequest               (400 invalid_request_error)
+    │   └── RequestValidationFailed  (422 invalid_request_error / invalid_value)
+    ├── AuthenticationFailed         (401 authentication_error / invalid_api_key)
+    ├── PermissionDenied             (403 permission_error)
+    ├── NotFound                     (404 invalid_request_error / not_found)
+    │   └── ModelNotFound            (404 invalid_request_error / model_not_found)
+    ├── MethodNotAllowed             (405 invalid_request_error / method_not_allowed)
+    ├── RateLimited                  (429 rate_limit_error, with Retry-After)
+    └── BackendUnavailable           (503 service_unavailable, with Retry-After)
+        └── BackendTimeout           (504 timeout)
+
+Backends translate httpx / SDK errors into these at their boundary; nothing else reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class VChatError(Exception):
+    """Raised when a request fails for a reason the gateway cannot name more precisely."""
+
+    status_code: int = 500
+    error_type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error envelope for this error."""
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param,
+                          "code": self.code}}
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers (``Retry-After`` for errors a client should retry later)."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
+
+class InvalidRequest(VChatError):
+    """Raised when the request is well-formed HTTP but asks for something the gateway will not do."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code: ClassVar[str | None] = None
+
+
+class RequestValidationFailed(InvalidRequest):
+    """Raised when the body is not valid JSON or does not match the endpoint's schema."""
+
+    status_code = 422
+    default_code = "invalid_value"
+
+
+class AuthenticationFailed(VChatError):
+    """Raised when API keys are configured and the request carries none or a wrong one."""
+
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(VChatError):
+    """Raised when the caller is authenticated but may not use this route."""
+
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "forbidden"
+
+
+class NotFound(VChatError):
+    """Raised when the route or the named object does not exist."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    """Raised when the requested model is neither the base model nor a loaded adapter."""
+
+    default_code = "model_not_found"
+
+
+class MethodNotAllowed(VChatError):
+    """Raised when the route exists but not for this HTTP method."""
+
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class RateLimited(VChatError):
+    """Raised when the gateway is at capacity; the client should retry after ``retry_after`` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class BackendUnavailable(VChatError):
+    """Raised when a model backend (vLLM, Gemini) cannot be reached or reports itself unhealthy."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    default_code = "backend_unavailable"
+
+
+class BackendTimeout(BackendUnavailable):
+    """Raised when a model backend did not answer within its deadline."""
+
+    status_code = 504
+    default_code = "timeout"

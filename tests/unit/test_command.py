@@ -1,0 +1,67 @@
+"""vLLM's command line comes from LaunchSettings alone, with the flags the installed vLLM understands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vllm_launch.command import build_command, lora_modules
+from vllm_launch.settings import LaunchSettings
+
+
+def settings(tmp_path: Path, **overrides: object) -> LaunchSettings:
+    values: dict[str, object] = {"adapters_dir": tmp_path / "adapters", "media_dir": tmp_path / "media"}
+    values.update(overrides)
+    return LaunchSettings(**values)  # type: ignore[arg-type]
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_cpu_command_has_every_required_flag(tmp_path: Path) -> None:
+    cmd = build_command(settings(tmp_path), model="/m", device="cpu", vllm_version="0.32.0")
+    assert flag(cmd.args, "--model") == "/m"
+    assert flag(cmd.args, "--served-model-name") == "videochat-r1.5"
+    assert flag(cmd.args, "--dtype") == "bfloat16"
+    assert flag(cmd.args, "--max-model-len") == "8192"
+    assert "--enable-lora" in cmd.args
+    assert json.loads(flag(cmd.args, "--limit-mm-per-prompt")) == {"image": 0, "video": 1}
+    assert flag(cmd.args, "--allowed-local-media-path") == str((tmp_path / "media").resolve())
+    assert "--trust-request-mm-kwargs" in cmd.args
+    assert "--gpu-memory-utilization" not in cmd.args
+    assert cmd.env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert cmd.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert cmd.argv("/py")[:3] == ["/py", "-m", "vllm.entrypoints.openai.api_server"]
+
+
+def test_gpu_command_and_older_vllm(tmp_path: Path) -> None:
+    cmd = build_command(settings(tmp_path, max_lora_rank=64), model="OpenGVLab/VideoChat-R1_5-7B", device="gpu",
+                        vllm_version="0.26.0")
+    assert flag(cmd.args, "--dtype") == "auto"
+    assert flag(cmd.args, "--gpu-memory-utilization") == "0.9"
+    assert flag(cmd.args, "--max-lora-rank") == "64"
+    # vLLM before 0.31 has no such flag and would refuse to start with it.
+    assert "--trust-request-mm-kwargs" not in cmd.args
+    assert "VLLM_CPU_KVCACHE_SPACE" not in cmd.env
+
+
+def test_adapters_folder_becomes_lora_modules(tmp_path: Path) -> None:
+    adapters = tmp_path / "adapters"
+    for name in ("beta", "alpha"):
+        (adapters / name).mkdir(parents=True)
+        (adapters / name / "adapter_config.json").write_text("{}")
+    (adapters / "not-an-adapter").mkdir()
+    modules = [json.loads(m) for m in lora_modules(adapters, "videochat-r1.5")]
+    assert [m["name"] for m in modules] == ["alpha", "beta"]
+    assert all(m["base_model_name"] == "videochat-r1.5" and Path(m["path"]).is_absolute() for m in modules)
+    cmd = build_command(settings(tmp_path), model="/m", device="cpu", vllm_version=None)
+    start = cmd.args.index("--lora-modules")
+    assert [json.loads(v)["name"] for v in cmd.args[start + 1:start + 3]] == ["alpha", "beta"]
+
+
+def test_api_key_and_extra_args_pass_through(tmp_path: Path) -> None:
+    cmd = build_command(settings(tmp_path, vllm_api_key="k-1", vllm_extra_args=["--max-num-seqs", "8"]),
+                        model="/m", device="cpu", vllm_version="0.32.0")
+    assert flag(cmd.args, "--api-key") == "k-1"
+    assert cmd.args[-2:] == ["--max-num-seqs", "8"]

