@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
@@ -9,9 +11,9 @@ from pydantic_settings import BaseSettings
 def _default(value: object) -> str:
     if value is PydanticUndefined or value is None:
         return ""
-    if isinstance(value, list | tuple | dict) and not value:
-        return ""
-    return f"`{value}`"
+    if isinstance(value, list | tuple | dict):
+        return f"`{json.dumps(value, separators=(',', ':'))}`" if value else ""
+    return f"`{str(value).rstrip('/')}`"
 
 
 def env_table(*classes: type[BaseSettings]) -> str:

@@ -82,7 +82,9 @@ def test_request_id_is_generated_when_absent_or_unsafe(gateway_factory: GatewayF
     assert unsafe.startswith("req-")
 
 
-@pytest.mark.parametrize("header", [None, "Bearer wrong-key", "Basic c2VjcmV0", "Bearer", "bearer sk-right-one-but-longer"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong-key", "Basic c2VjcmV0", "Bearer", "bearer sk-right-one-but-longer"]
+)
 def test_api_key_required_on_v1(gateway_factory: GatewayFactory, header: str | None) -> None:
     gw = gateway_factory(api_keys="sk-right-one,sk-right-two")
     headers = {"authorization": header} if header else {}
@@ -118,8 +120,8 @@ def test_n_other_than_one_is_400(gateway_factory: GatewayFactory) -> None:
     from tests.conftest import free_port
 
     gw = gateway_factory(vllm_url=f"http://127.0.0.1:{free_port()}")
-    response = httpx.post(f"{gw.url}/v1/chat/completions",
-                          json={"model": "videochat-r1.5", "n": 2, "messages": [{"role": "user", "content": "hi"}]})
+    body = {"model": "videochat-r1.5", "n": 2, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body)
     error = assert_envelope(response, 400, "unsupported_value")
     assert error["param"] == "n"
 
