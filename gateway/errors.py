@@ -2,7 +2,13 @@
 
     VChatError                       (500 api_error / internal_error)
     ├── InvalidRequest               (400 invalid_request_error)
-    │   └── RequestValidationFailed  (422 invalid_request_error / invalid_value)
+    │   ├── RequestValidationFailed  (422 invalid_request_error / invalid_value)
+    │   └── MediaRejected            (400 invalid_request_error / invalid_video, or a narrower code)
+    │       ├── UrlNotAllowed        (400 / url_not_allowed)
+    │       ├── MediaFetchFailed     (400 / video_fetch_failed)
+    │       ├── MediaTimeout         (408 / video_fetch_timeout)
+    │       ├── MediaTooLarge        (413 / video_too_large, video_too_long, frame_too_large)
+    │       └── NotAVideo            (415 / not_a_video)
     ├── AuthenticationFailed         (401 authentication_error / invalid_api_key)
     ├── PermissionDenied             (403 permission_error)
     ├── NotFound                     (404 invalid_request_error / not_found)
@@ -64,6 +70,45 @@ class RequestValidationFailed(InvalidRequest):
 
     status_code = 422
     default_code = "invalid_value"
+
+
+class MediaRejected(InvalidRequest):
+    """Raised when a video a client referred to cannot be used; the message says why in plain words."""
+
+    default_code: ClassVar[str | None] = "invalid_video"
+
+
+class UrlNotAllowed(MediaRejected):
+    """Raised when a URL (or any redirect, page media or manifest entry behind it) is not a public http(s) URL."""
+
+    default_code: ClassVar[str | None] = "url_not_allowed"
+
+
+class MediaFetchFailed(MediaRejected):
+    """Raised when the video's server answers with an error, or the connection breaks."""
+
+    default_code: ClassVar[str | None] = "video_fetch_failed"
+
+
+class MediaTimeout(MediaRejected):
+    """Raised when fetching or processing a video exceeds its wall-clock or idle deadline."""
+
+    status_code = 408
+    default_code: ClassVar[str | None] = "video_fetch_timeout"
+
+
+class MediaTooLarge(MediaRejected):
+    """Raised when a video exceeds a byte, duration or frame-size cap."""
+
+    status_code = 413
+    default_code: ClassVar[str | None] = "video_too_large"
+
+
+class NotAVideo(MediaRejected):
+    """Raised when the content is not a video ffprobe can read (an image, audio only, text, an archive…)."""
+
+    status_code = 415
+    default_code: ClassVar[str | None] = "not_a_video"
 
 
 class AuthenticationFailed(VChatError):

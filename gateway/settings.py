@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     media_dir: Path = Field(
         Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
     )
+    media_cache_bytes: int = Field(20 * 2**30, ge=2**20, description="Size bound of the media cache (LRU), bytes.")
+    media_max_bytes: int = Field(
+        1024 * 2**20, ge=1024, description="Largest video accepted (download, upload or data URL), bytes."
+    )
+    media_max_duration_s: float = Field(3 * 3600.0, gt=0, description="Longest video accepted, seconds.")
+    media_max_side: int = Field(7680, ge=16, description="Largest frame width or height accepted, pixels.")
+    media_fetch_timeout_s: float = Field(300.0, gt=0, description="Wall-clock limit for fetching one video.")
+    media_idle_timeout_s: float = Field(20.0, gt=0, description="Longest pause between bytes while fetching.")
+    media_max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed when fetching a URL.")
+    media_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts, IPs or CIDRs that may be fetched although private or loopback.",
+    )
+    ffmpeg_timeout_s: float = Field(600.0, gt=0, description="Time limit for one ffmpeg/ffprobe/yt-dlp run.")
 
     @field_validator("vllm_url", mode="before")
     @classmethod
@@ -48,7 +62,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "media_allowed_hosts", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

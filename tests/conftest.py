@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
+from tests.support.origin import Origin
 from gateway.settings import Settings
 from vllm_launch.server import VllmServer
 from vllm_launch.settings import LaunchSettings
@@ -179,6 +180,14 @@ def gateway_factory() -> Iterator[GatewayFactory]:
 def gateway(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
     """A gateway in front of the session's vLLM."""
     return gateway_factory(vllm_url=vllm.base_url)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    """A scriptable HTTP server on 127.0.0.1 standing in for the video's website."""
+    server = Origin().start()
+    yield server
+    server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
