@@ -19,8 +19,9 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from tests.support.origin import Origin
 from gateway.settings import Settings
+from tests.support import netaudit
+from tests.support.origin import Origin
 from vllm_launch.server import VllmServer
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for
@@ -28,6 +29,8 @@ from vllm_launch.stack import ROOT, prepare, server_for
 # Every process the test session starts carries this marker, so the session can prove none outlive it.
 SESSION_MARK = f"vchat-test-{uuid.uuid4().hex[:12]}"
 os.environ["VCHAT_TEST_SESSION"] = SESSION_MARK
+
+netaudit.install()
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 TEST_CACHE = ROOT / "var" / "test-cache"
@@ -182,10 +185,29 @@ def gateway(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
     return gateway_factory(vllm_url=vllm.base_url)
 
 
+@pytest.fixture(autouse=True)
+def net() -> Iterator[netaudit.NetAudit]:
+    """Every test: no connection past loopback, no real DNS lookup (and what the test did, for assertions)."""
+    audit = netaudit.begin()
+    try:
+        yield audit
+    finally:
+        netaudit.end(audit)
+    assert audit.offhost == [], f"traffic left loopback: {audit.offhost}"
+
+
 @pytest.fixture
 def origin() -> Iterator[Origin]:
     """A scriptable HTTP server on 127.0.0.1 standing in for the video's website."""
     server = Origin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def origin2() -> Iterator[Origin]:
+    """An origin on 127.0.0.2, so 127.0.0.1 can stay forbidden while this origin is allow-listed."""
+    server = Origin(host="127.0.0.2").start()
     yield server
     server.stop()
 

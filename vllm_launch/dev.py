@@ -63,6 +63,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     launch_settings, settings = _load()
+    # Explicitly, because a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     gateway: subprocess.Popen[bytes] | None = None
     vllm: VllmServer | None = None

@@ -34,6 +34,7 @@ class VllmBackend:
         self.base_url = base_url
         self._http = http
         self._timeout_s = timeout_s
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.openai = openai.AsyncOpenAI(
             base_url=f"{base_url}/v1", api_key=api_key or "unused", http_client=http,
             max_retries=0, timeout=timeout_s,
@@ -41,14 +42,7 @@ class VllmBackend:
 
     async def health(self, timeout_s: float) -> None:
         """Return when vLLM's engine is up; raise ``BackendUnavailable`` saying why otherwise."""
-        try:
-            response = await self._http.get(f"{self.base_url}/health", timeout=timeout_s)
-        except httpx2.TimeoutException as exc:
-            raise BackendTimeout(f"vLLM at {self.base_url} did not answer /health in {timeout_s:g} s.",
-                                 retry_after=RETRY_AFTER_S) from exc
-        except httpx2.TransportError as exc:
-            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({type(exc).__name__}).",
-                                     retry_after=RETRY_AFTER_S) from exc
+        response = await self._get("/health", "answer /health", timeout_s)
         if response.status_code != 200:
             raise BackendUnavailable(
                 f"vLLM at {self.base_url} reports itself unhealthy (HTTP {response.status_code}).",
@@ -57,16 +51,33 @@ class VllmBackend:
 
     async def list_models(self) -> list[ServedModel]:
         """Every model vLLM serves right now, base model first as vLLM lists it."""
-        async with self._translate_errors("list models"):
-            page = await self.openai.models.list()
-        models = []
-        for card in page.data:
-            extra = card.model_extra or {}
-            models.append(ServedModel(
-                id=card.id, created=card.created, owned_by=card.owned_by,
-                parent=extra.get("parent"), root=extra.get("root"), max_model_len=extra.get("max_model_len"),
-            ))
-        return models
+        # A plain GET: this sits on every request's path, and the SDK's request machinery costs more than
+        # vLLM's own answer (bench/models_overhead.py).
+        response = await self._get("/v1/models", "list models", self._timeout_s)
+        if response.status_code != 200:
+            raise BackendUnavailable(f"vLLM failed to list models (HTTP {response.status_code}).",
+                                     retry_after=RETRY_AFTER_S)
+        try:
+            cards = response.json()["data"]
+            return [
+                ServedModel(id=str(card["id"]), created=int(card.get("created", 0)),
+                            owned_by=str(card.get("owned_by", "vllm")), parent=card.get("parent"),
+                            root=card.get("root"), max_model_len=card.get("max_model_len"))
+                for card in cards
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendUnavailable("vLLM answered /v1/models with something unexpected.",
+                                     retry_after=RETRY_AFTER_S) from exc
+
+    async def _get(self, path: str, what: str, timeout_s: float) -> httpx2.Response:
+        try:
+            return await self._http.get(f"{self.base_url}{path}", timeout=timeout_s, headers=self._auth)
+        except httpx2.TimeoutException as exc:
+            raise BackendTimeout(f"vLLM at {self.base_url} did not {what} in {timeout_s:g} s.",
+                                 retry_after=RETRY_AFTER_S) from exc
+        except httpx2.TransportError as exc:
+            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({type(exc).__name__}).",
+                                     retry_after=RETRY_AFTER_S) from exc
 
     async def chat(self, params: dict[str, object]) -> ChatCompletion:
         """One non-streaming chat completion; ``params`` are the SDK's keyword arguments."""

@@ -93,7 +93,8 @@ class Origin:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.host = host
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it, and tests start and stop many origins.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from gateway.api.deps import SettingsDep, VllmDep
@@ -34,7 +35,7 @@ class ModelList(BaseModel):
 
 
 @router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
-async def list_models(vllm: VllmDep, settings: SettingsDep) -> ModelList:
+async def list_models(vllm: VllmDep, settings: SettingsDep) -> JSONResponse:
     """The base model and every LoRA adapter vLLM reports, base first."""
     served = await vllm.list_models()
     cards = [
@@ -45,4 +46,5 @@ async def list_models(vllm: VllmDep, settings: SettingsDep) -> ModelList:
         for model in served
     ]
     cards.sort(key=lambda card: (card.id != settings.served_model_name, card.parent is None, card.id))
-    return ModelList(data=cards)
+    # Serialised here rather than re-validated by FastAPI against response_model (kept for the OpenAPI docs).
+    return JSONResponse(ModelList(data=cards).model_dump(exclude_none=True))

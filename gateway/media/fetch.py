@@ -1,0 +1,168 @@
+"""Download one untrusted video URL into a directory, within byte, time and redirect limits, through the SSRF guard."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx2
+
+from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, VChatError
+from gateway.media.guard import HostPolicy, check_url
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """How much, how long and how many hops one fetch may take."""
+
+    max_bytes: int
+    timeout_s: float  # wall-clock, from the first request to the last byte
+    idle_timeout_s: float  # longest wait for the next bytes (connect, headers, body)
+    max_redirects: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchLimits:
+        """The limits configured by the ``media_*`` settings."""
+        return cls(
+            max_bytes=settings.media_max_bytes, timeout_s=settings.media_fetch_timeout_s,
+            idle_timeout_s=settings.media_idle_timeout_s, max_redirects=settings.media_max_redirects,
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A downloaded body in a temp file inside ``dest_dir``; the caller renames it into place or deletes it."""
+
+    path: Path
+    size: int
+    sha256: str
+    content_type: str | None
+    final_url: str  # may carry tokens: never log it, log ``loggable_url(final_url)``
+
+
+def loggable_url(url: str | httpx2.URL) -> str:
+    """``scheme://host[:port]/path`` only: query strings, fragments and credentials may carry secrets."""
+    try:
+        parsed = url if isinstance(url, httpx2.URL) else httpx2.URL(url)
+    except httpx2.InvalidURL:
+        return "<invalid URL>"
+    port = f":{parsed.port}" if parsed.port is not None else ""
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{parsed.scheme}://{host}{port}{parsed.path}" if parsed.scheme else "<relative URL>"
+
+
+async def fetch_to_file(
+    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
+) -> Fetched:
+    """Fetch ``url`` (following up to ``limits.max_redirects`` checked redirects) into a temp file in ``dest_dir``.
+
+    ``client`` must use a guarded transport (``guard.guarded_async_client``): it checks each address at connect.
+    Raises UrlNotAllowed, MediaFetchFailed, MediaTimeout or MediaTooLarge; no file is left behind on any failure.
+    """
+    shown = loggable_url(url)
+    try:
+        async with asyncio.timeout(limits.timeout_s):
+            fetched = await _follow(client, url, dest_dir, limits, policy)
+    except TimeoutError:
+        error = MediaTimeout(f"fetching {shown} took longer than {limits.timeout_s:g} s")
+        logger.info("media fetch of %s failed: %s", shown, error.message)
+        raise error from None
+    except VChatError as exc:
+        logger.info("media fetch of %s failed: %s", shown, exc.message)
+        raise
+    logger.info("fetched %s: %d bytes from %s", shown, fetched.size, loggable_url(fetched.final_url))
+    return fetched
+
+
+async def _follow(
+    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
+) -> Fetched:
+    current = check_url(url, policy)
+    for _hop in range(limits.max_redirects + 1):
+        with _translated(current, limits):
+            # Videos are compressed already; identity keeps the byte cap about the bytes that land on disk.
+            request = client.build_request(
+                "GET", current, headers={"Accept-Encoding": "identity"}, timeout=limits.idle_timeout_s
+            )
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                if response.has_redirect_location:
+                    current = _next_hop(current, response.headers["Location"], policy)
+                    continue
+                if not response.is_success:
+                    status = f"{response.status_code} {response.reason_phrase}".rstrip()
+                    raise MediaFetchFailed(f"{loggable_url(current)} answered HTTP {status}")
+                return await _save(response, current, dest_dir, limits)
+            finally:
+                await response.aclose()
+    raise MediaFetchFailed(f"{loggable_url(url)} redirected more than {limits.max_redirects} times")
+
+
+def _next_hop(current: httpx2.URL, location: str, policy: HostPolicy) -> httpx2.URL:
+    try:
+        target = current.join(location)
+    except httpx2.InvalidURL:
+        raise MediaFetchFailed(f"{loggable_url(current)} redirected to an invalid URL") from None
+    # Each hop gets the full URL check; its addresses are checked when the transport connects.
+    checked = check_url(target, policy)
+    logger.debug("redirect %s -> %s", loggable_url(current), loggable_url(checked))
+    return checked
+
+
+@contextmanager
+def _translated(url: httpx2.URL, limits: FetchLimits) -> Iterator[None]:
+    """Turn httpx2 errors into the gateway's media errors (the guard's UrlNotAllowed passes through)."""
+    try:
+        yield
+    except httpx2.TimeoutException:
+        raise MediaTimeout(f"{loggable_url(url)} sent nothing for {limits.idle_timeout_s:g} s") from None
+    except httpx2.HTTPError as exc:
+        raise MediaFetchFailed(f"could not fetch {loggable_url(url)}: {exc or type(exc).__name__}") from None
+
+
+@contextmanager
+def _part_file(dest_dir: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temp file in ``dest_dir`` (same filesystem, so the caller's rename is atomic), deleted on any failure."""
+    handle, name = tempfile.mkstemp(prefix=".fetch-", suffix=".part", dir=dest_dir)
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            yield out, path
+    except BaseException:  # cancellation included
+        path.unlink(missing_ok=True)
+        raise
+
+
+async def _save(response: httpx2.Response, url: httpx2.URL, dest_dir: Path, limits: FetchLimits) -> Fetched:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limits.max_bytes:
+        raise MediaTooLarge(f"{loggable_url(url)} is {int(declared)} bytes; the limit is {limits.max_bytes}")
+    digest = hashlib.sha256()
+    size = 0
+    with _part_file(dest_dir) as (out, path):
+        async for chunk in response.aiter_bytes(_CHUNK):
+            size += len(chunk)
+            # Content-Length may be absent or lie: the cap is enforced on the bytes actually received.
+            if size > limits.max_bytes:
+                raise MediaTooLarge(f"{loggable_url(url)} is larger than the limit of {limits.max_bytes} bytes")
+            digest.update(chunk)
+            # Writes of ≤64 KiB go to the page cache in microseconds; a thread hop per chunk would cost more and
+            # could still be writing after a cancellation has removed the file.
+            out.write(chunk)
+    return Fetched(
+        path=path, size=size, sha256=digest.hexdigest(), content_type=response.headers.get("Content-Type"),
+        final_url=str(url),
+    )
