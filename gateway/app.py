@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 import httpx2
 from fastapi import Depends, FastAPI
 
+from gateway.api.admission import Admission
 from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
-from gateway.api.routes import chat, health, metrics, models
+from gateway.api.routes import chat, files, health, metrics, models, videos
 from gateway.backends.vllm import VllmBackend
+from gateway.media.files import FileRegistry
+from gateway.media.guard import HostPolicy, guarded_async_client
+from gateway.media.library import VideoLibrary
+from gateway.media.store import MediaStore
 from gateway.metrics import Metrics
+from gateway.perception.loop import PerceptionLoop
 from gateway.settings import Settings
 
 
@@ -22,20 +29,35 @@ class State(TypedDict):
     """What the lifespan hands to every request as ``request.state``."""
 
     vllm: VllmBackend | None
+    media: VideoLibrary
+    perception: PerceptionLoop | None
+    admission: Admission
 
 
 def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> FastAPI:
     """Build the gateway. ``vllm_transport`` lets a test stand in for vLLM's network (failure shapes only)."""
+    app_metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
-        if settings.vllm_base is None:
-            yield State(vllm=None)
-            return
-        limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64)
-        async with httpx2.AsyncClient(transport=vllm_transport, limits=limits, trust_env=False) as http:
-            api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-            yield State(vllm=VllmBackend(http, settings.vllm_base, api_key, settings.vllm_timeout_s))
+        async with AsyncExitStack() as stack:
+            store = MediaStore(settings.media_dir, settings.media_cache_bytes)
+            registry = FileRegistry(settings.media_dir, store.tmp)
+            await asyncio.to_thread(store.open)
+            await asyncio.to_thread(registry.open)
+            policy = HostPolicy.from_settings(settings.media_allowed_hosts)
+            fetcher = await stack.enter_async_context(guarded_async_client(policy))
+            media = VideoLibrary(settings, store, registry, fetcher, policy)
+            vllm = perception = None
+            if settings.vllm_base is not None:
+                limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64)
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(transport=vllm_transport, limits=limits, trust_env=False))
+                api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+                vllm = VllmBackend(http, settings.vllm_base, api_key, settings.vllm_timeout_s)
+                perception = PerceptionLoop(vllm, media, settings, app_metrics)
+            admission = Admission(settings.max_active_jobs, settings.max_queued_jobs, app_metrics)
+            yield State(vllm=vllm, media=media, perception=perception, admission=admission)
 
     app = FastAPI(
         title="vChat gateway",
@@ -44,12 +66,12 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = app_metrics
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for router in (models.router, chat.router):
+    for router in (models.router, chat.router, files.router, videos.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     return app

@@ -14,6 +14,7 @@
     ├── NotFound                     (404 invalid_request_error / not_found)
     │   └── ModelNotFound            (404 invalid_request_error / model_not_found)
     ├── MethodNotAllowed             (405 invalid_request_error / method_not_allowed)
+    ├── ClientGone                   (499 client_closed_request: the client left before the answer)
     ├── RateLimited                  (429 rate_limit_error, with Retry-After)
     └── BackendUnavailable           (503 service_unavailable, with Retry-After)
         └── BackendTimeout           (504 timeout)
@@ -147,6 +148,14 @@ class MethodNotAllowed(VChatError):
     status_code = 405
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
+
+
+class ClientGone(VChatError):
+    """Raised when the client went away before its answer was ready (nginx's 499; nobody reads the body)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    default_code = "client_closed_request"
 
 
 class RateLimited(VChatError):

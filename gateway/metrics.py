@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -24,6 +24,18 @@ class Metrics:
             "vchat_http_request_duration_seconds", "Time to the end of the response, by route and method.",
             ["route", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.rounds = Counter("vchat_perception_rounds", "Perception rounds run, by kind.", ["kind"],
+                              registry=self.registry)
+        self.round_frames = Histogram("vchat_round_frames", "Frames sent to vLLM per round.",
+                                      buckets=(4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
+        self.round_visual_tokens = Histogram(
+            "vchat_round_visual_tokens", "Visual tokens per round.",
+            buckets=(256, 512, 1024, 2048, 4096, 8192, 16384), registry=self.registry)
+        self.vllm_call_seconds = Histogram("vchat_vllm_call_seconds", "Duration of one round's vLLM call.",
+                                           buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.jobs_active = Gauge("vchat_jobs_active", "Perception jobs running.", registry=self.registry)
+        self.jobs_queued = Gauge("vchat_jobs_queued", "Perception jobs waiting for a slot.", registry=self.registry)
+        self.answers = Counter("vchat_answers", "Video answers, by outcome.", ["outcome"], registry=self.registry)
         self.backend_errors = Counter(
             "vchat_backend_errors", "Failed calls to a model backend, by backend and reason.",
             ["backend", "reason"], registry=self.registry,

@@ -50,6 +50,26 @@ class Settings(BaseSettings):
     )
     ffmpeg_timeout_s: float = Field(600.0, gt=0, description="Time limit for one ffmpeg/ffprobe/yt-dlp run.")
 
+    # --- perception (VideoChat-R1.5's loop) ---
+    default_iterations: int = Field(3, ge=1, le=16, description="Perception rounds when a request does not say.")
+    max_iterations: int = Field(5, ge=1, le=16, description="Most perception rounds a request may ask for.")
+    max_visual_tokens: int = Field(
+        7680, ge=64, description="Visual-token limit per round (keep it within vLLM's encoder cache; a smaller "
+        "cache vLLM reports is learned and used automatically).",
+    )
+    sample_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sampled, as VideoChat-R1.5 does.")
+    max_frames: int = Field(64, ge=4, le=512, description="Most frames per round (requests may ask for up to 512).")
+    frame_min_pixels: int = Field(128 * 28 * 28, ge=28 * 28, description="Smallest frame area sent, pixels.")
+    frame_max_pixels: int = Field(768 * 28 * 28, ge=28 * 28, description="Largest frame area sent, pixels.")
+    frame_total_pixels: int = Field(
+        128 * 12 * 28 * 28, ge=28 * 28, description="Pixel budget shared by a round's frames (the model card's)."
+    )
+    grid_fps: float = Field(4.0, gt=0, le=60, description="Rate of the decoded frame grid rounds pick from.")
+    round_max_tokens: int = Field(2048, ge=16, description="Tokens one round may generate unless the client says.")
+    round_timeout_s: float = Field(180.0, gt=0, description="Time limit for one perception round.")
+    max_active_jobs: int = Field(8, ge=1, description="Perception jobs running at once.")
+    max_queued_jobs: int = Field(32, ge=0, description="Jobs waiting for a slot; beyond it requests get 429.")
+
     @field_validator("vllm_url", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:

@@ -70,6 +70,20 @@ def build_tiny_model() -> Path:
     return out
 
 
+def build_taught_model() -> Path:
+    """The tiny model taught R1.5's reply shape (vllm_launch.teach), built once per version of its sources."""
+    digest = hashlib.sha256()
+    for source in ("vllm_launch/tiny_model.py", "vllm_launch/teach.py", "gateway/perception/prompts.py"):
+        digest.update(source.encode() + b"\0" + (ROOT / source).read_bytes() + b"\0")
+    out = TEST_CACHE / f"taught-model-{digest.hexdigest()[:12]}"
+    if not (out / "config.json").is_file():
+        base = build_tiny_model()
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.teach", str(base), str(tmp)], check=True, cwd=ROOT)
+        tmp.rename(out)
+    return out
+
+
 @dataclass
 class VllmHandle:
     """The session's vLLM server; tests may stop and start it (``ensure_running`` heals it)."""
@@ -100,6 +114,12 @@ class VllmHandle:
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def taught_model() -> Path:
+    """The tiny model fine-tuned so that greedy replies to gateway rounds are exact (a few minutes, once)."""
+    return build_taught_model()
 
 
 @pytest.fixture(scope="session")
@@ -163,12 +183,17 @@ GatewayFactory = Callable[..., LiveGateway]
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[GatewayFactory]:
-    """Start gateways with settings overrides; all are stopped at the end of the test."""
+def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start gateways with settings overrides; all are stopped at the end of the test.
+
+    Defaults: no vLLM, a media cache of the test's own, and loopback 127.0.0.1 allowed for fetching (the
+    `origin` fixture lives there); SSRF tests narrow that with ``media_allowed_hosts``.
+    """
     started: list[LiveGateway] = []
 
     def start(**overrides: object) -> LiveGateway:
-        values: dict[str, object] = {"vllm_url": None, "log_format": "text"}
+        values: dict[str, object] = {"vllm_url": None, "log_format": "text", "media_dir": tmp_path / "media",
+                                     "media_allowed_hosts": "127.0.0.1"}
         values.update(overrides)
         gateway = LiveGateway(Settings(**values))  # type: ignore[arg-type]
         started.append(gateway.__enter__())

@@ -65,6 +65,14 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class VChatOptions(_Lenient):
+    """The documented extension object (``"vchat": {...}``, or ``extra_body={"vchat": {...}}`` from the SDK)."""
+
+    iterations: int | None = Field(None, ge=1, description="Perception rounds (1 = a single look).")
+    max_frames: int | None = Field(None, ge=4, le=512, description="Most frames per round.")
+    fps: float | None = Field(None, gt=0, le=30, description="Frames per second to sample.")
+
+
 class ChatCompletionRequest(_Lenient):
     """``POST /v1/chat/completions``. Sampling fields are passed on; ``n`` must be 1."""
 
@@ -82,3 +90,4 @@ class ChatCompletionRequest(_Lenient):
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    vchat: VChatOptions = Field(default_factory=VChatOptions)

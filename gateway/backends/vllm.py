@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -84,13 +84,13 @@ class VllmBackend:
         async with self._translate_errors("complete the chat", client_input=True):
             return await self.openai.chat.completions.create(**params, stream=False)  # type: ignore[call-overload, no-any-return]
 
-    async def chat_stream(self, params: dict[str, object]) -> AsyncIterator[ChatCompletionChunk]:
+    async def chat_stream(self, params: dict[str, object]) -> AsyncGenerator[ChatCompletionChunk, None]:
         """A streaming chat completion. The call is made before this returns, so a refused or unreachable
         vLLM raises here (before any byte reaches the client); later failures raise from the iterator."""
         async with self._translate_errors("complete the chat", client_input=True):
             stream = await self.openai.chat.completions.create(**params, stream=True)  # type: ignore[call-overload]
 
-        async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+        async def chunks() -> AsyncGenerator[ChatCompletionChunk, None]:
             async with self._translate_errors("stream the chat", client_input=True):
                 try:
                     async for chunk in stream:

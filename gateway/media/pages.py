@@ -90,6 +90,18 @@ def looks_like_page(url: str) -> bool:
     return not urllib.parse.unquote(parts.path).lower().endswith(_VIDEO_FILE_SUFFIXES)
 
 
+def is_video_link(url: str) -> bool:
+    """Whether a link found in a user's text is worth treating as the video: a known video site's page or a
+    URL whose path ends in a video file extension (a link to any other page is left as text)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        return False
+    host = (parts.hostname or "").rstrip(".")
+    if any(host == site or host.endswith("." + site) for site in _VIDEO_SITES):
+        return True
+    return urllib.parse.unquote(parts.path).lower().endswith(_VIDEO_FILE_SUFFIXES)
+
+
 @dataclass(frozen=True, slots=True)
 class PageMedia:
     """The one progressive file a page resolved to, and what the request for it needs."""

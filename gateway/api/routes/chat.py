@@ -7,10 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.api.deps import vllm_backend
 from gateway.api.schemas import ChatCompletionRequest
+from gateway.api.video_chat import answer_about_video
+from gateway.api.video_refs import find_video
 from gateway.backends.vllm import VllmBackend
 from gateway.errors import InvalidRequest, ModelNotFound, VChatError
 
@@ -40,10 +42,6 @@ def sampling_params(body: ChatCompletionRequest) -> dict[str, object]:
 def _check(body: ChatCompletionRequest) -> None:
     if body.n != 1:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
-    for index, message in enumerate(body.messages):
-        if message.has_media():
-            raise InvalidRequest("This gateway does not take media parts yet; send text only.",
-                                 param=f"messages.{index}.content", code="unsupported_content")
 
 
 def _sse(payload: dict[str, object] | str) -> bytes:
@@ -52,12 +50,16 @@ def _sse(payload: dict[str, object] | str) -> bytes:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
-    """Plain chat passed to vLLM, streaming or not, with the client's model name echoed back."""
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
+    is passed to vLLM. Streaming or not, the client's model name is echoed back."""
     _check(body)
+    ref = find_video(body.messages)
     # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
     vllm = vllm_backend(request)
     model = await resolve_model(vllm, body.model)
+    if ref is not None:
+        return await answer_about_video(body, ref, model, request)
     params: dict[str, object] = {
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in body.messages],

@@ -1,0 +1,113 @@
+"""Turns perception events into OpenAI ``chat.completion.chunk`` objects; a non-streamed answer is the same
+chunks merged, so streaming and non-streaming share one path."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from gateway.media.library import Asset
+from gateway.perception.loop import Event, LoopRequest, Piece, RoundFinished, RoundStarted, Usage
+
+
+def _span_text(spans: tuple[tuple[float, float], ...]) -> str:
+    return ", ".join(f"{start:.1f}–{end:.1f} s" for start, end in spans)
+
+
+class AnswerBuilder:
+    """Chunks for one answer: earlier rounds as ``reasoning_content``, the last round's ``<answer>`` as content."""
+
+    def __init__(self, model: str, asset: Asset, req: LoopRequest) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.asset = asset
+        self.req = req
+        self.rounds: list[dict[str, Any]] = []
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+        self.warnings: list[str] = []
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+
+    def start(self) -> dict[str, Any]:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def on_event(self, event: Event) -> list[dict[str, Any]]:
+        if isinstance(event, RoundStarted):
+            return self._started(event)
+        if isinstance(event, Piece):
+            if event.channel == "glue":
+                return []
+            if event.channel == "content" and event.round == self.req.iterations:
+                return [self.chunk({"content": event.text})]
+            return [self.chunk({"reasoning_content": event.text})]
+        return self._finished(event)
+
+    def _started(self, event: RoundStarted) -> list[dict[str, Any]]:
+        self.rounds.append({
+            "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
+            "sample_fps": event.sample_fps, "frame_size": [event.width, event.height],
+            "visual_tokens": event.visual_tokens, "dense_segments": [list(s) for s in event.spans_in],
+        })
+        first, last = (event.times[0], event.times[-1]) if event.times else (0.0, 0.0)
+        text = f"Round {event.round}/{self.req.iterations}: {len(event.times)} frames, {first:.1f}–{last:.1f} s"
+        if event.spans_in:
+            text += f", denser in {_span_text(event.spans_in)}"
+        return [self.chunk({"reasoning_content": text + ".\n"})]
+
+    def _finished(self, event: RoundFinished) -> list[dict[str, Any]]:
+        record = self.rounds[-1]
+        record.update({
+            "answer": event.reply.answer if event.reply.answer is not None else event.text.strip(),
+            "segments": [list(s) for s in event.segments], "finish_reason": event.finish_reason,
+            "usage": {"prompt_tokens": event.usage.prompt_tokens, "completion_tokens": event.usage.completion_tokens},
+            "seconds": event.seconds,
+        })
+        self.usage = Usage(self.usage.prompt_tokens + event.usage.prompt_tokens,
+                           self.usage.completion_tokens + event.usage.completion_tokens)
+        if event.last:
+            self.finish_reason = event.finish_reason or "stop"
+            return []
+        if not event.segments:
+            self.warnings.append(f"Round {event.round} named no usable time segments; the next round samples "
+                                 "the whole video uniformly.")
+        summary = f"\n→ answer {record['answer'] or '(none)'}"
+        if event.segments:
+            summary += f"; looking closer at {_span_text(event.segments)}"
+        return [self.chunk({"reasoning_content": summary + ".\n\n"})]
+
+    def perception(self) -> dict[str, Any]:
+        grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
+        return {"video": {"id": self.asset.id, **dataclasses.asdict(self.asset.facts)}, "rounds": self.rounds,
+                "segments": grounded, "sources": ["local"], "model": self.model, "warnings": self.warnings}
+
+    def usage_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
+                "total_tokens": self.usage.prompt_tokens + self.usage.completion_tokens}
+
+    def finish(self, include_usage: bool) -> list[dict[str, Any]]:
+        chunks = [self.chunk({}, self.finish_reason or "stop", perception=self.perception())]
+        if include_usage:
+            chunks.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                           "model": self.model, "choices": [], "usage": self.usage_dict()})
+        return chunks
+
+
+def merge(chunks: list[dict[str, Any]], builder: AnswerBuilder) -> dict[str, Any]:
+    """The non-streamed ``chat.completion`` equal to a stream of ``chunks``."""
+    content, reasoning, finish = [], [], None
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            content.append(choice["delta"].get("content") or "")
+            reasoning.append(choice["delta"].get("reasoning_content") or "")
+            finish = choice["finish_reason"] or finish
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(content).strip(),
+                               "reasoning_content": "".join(reasoning).strip() or None}
+    return {"id": builder.id, "object": "chat.completion", "created": builder.created, "model": builder.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop", "logprobs": None}],
+            "usage": builder.usage_dict(), "perception": builder.perception()}

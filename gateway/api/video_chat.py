@@ -1,0 +1,163 @@
+"""Answering a chat request about a video: resolve it, run the perception loop under admission control,
+and answer as one ``chat.completion`` or as SSE chunks — both built from the same chunk stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api.admission import Admission
+from gateway.api.answers import AnswerBuilder, merge
+from gateway.api.schemas import ChatCompletionRequest
+from gateway.api.video_refs import VideoRef, resolve
+from gateway.errors import ClientGone, InvalidRequest, VChatError
+from gateway.media.library import VideoLibrary
+from gateway.metrics import Metrics
+from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, RoundFinished
+from gateway.perception.prompts import split_options
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUESTION = "Describe what happens in the video."
+
+
+def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str, settings: Settings) -> LoopRequest:
+    """The loop's view of the request; refuses perception knobs outside the configured limits."""
+    iterations = body.vchat.iterations or settings.default_iterations
+    if iterations > settings.max_iterations:
+        raise InvalidRequest(f"vchat.iterations may be at most {settings.max_iterations}, got {iterations}.",
+                             param="vchat.iterations", code="invalid_value")
+    user = next((m for m in reversed(body.messages) if m.role == "user"), None)
+    text = user.text() if user is not None else ""
+    if ref.from_text:
+        text = text.replace(ref.value, " ")
+    question, options = split_options(" ".join(text.split()) if "\n" not in text else text.strip())
+    sampling: dict[str, object] = {
+        "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop,
+        "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,
+        "max_tokens": body.max_completion_tokens or body.max_tokens or settings.round_max_tokens,
+    }
+    return LoopRequest(
+        model=model, question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
+        max_frames=body.vchat.max_frames or settings.max_frames, fps=body.vchat.fps or settings.sample_fps,
+        sampling={key: value for key, value in sampling.items() if value is not None},
+    )
+
+
+class _Job:
+    """One answer's chunk stream; ``committed`` turns true once vLLM has produced something."""
+
+    def __init__(self, loop: PerceptionLoop, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
+                 include_usage: bool) -> None:
+        self.loop, self.admission, self.library, self.builder = loop, admission, library, builder
+        self.include_usage = include_usage
+        self.committed = False
+
+    async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+        builder = self.builder
+        async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
+            yield builder.start()
+            async with aclosing(self.loop.run(builder.asset, builder.req)) as events:
+                async for event in events:
+                    if isinstance(event, Piece | RoundFinished):
+                        self.committed = True
+                    for chunk in builder.on_event(event):
+                        yield chunk
+            for chunk in builder.finish(self.include_usage):
+                yield chunk
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, model: str,
+                             request: Request) -> Response:
+    """Resolve the video, then stream or return the answer. Errors before vLLM answers are plain JSON errors."""
+    state = request.state
+    library = cast(VideoLibrary, state.media)
+    loop = cast(PerceptionLoop, state.perception)
+    metrics = cast(Metrics, request.app.state.metrics)
+    settings = cast(Settings, request.app.state.settings)
+    asset = await resolve(ref, library)
+    req = loop_request(body, ref, model, settings)
+    loop.plan(asset, req)  # a video that cannot be sampled is refused before anything starts
+    builder = AnswerBuilder(body.model, asset, req)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    job = _Job(loop, cast(Admission, state.admission), library, builder, include_usage)
+    chunks = job.chunks()
+    try:
+        if not body.stream:
+            collected = await _unless_client_leaves(request, _collect(chunks))
+            metrics.answers.labels("ok").inc()
+            return JSONResponse(merge(collected, builder))
+        # Hold the headers back until vLLM has produced its first token: until then, errors are JSON errors.
+        head: list[dict[str, Any]] = []
+        async for chunk in chunks:
+            head.append(chunk)
+            if job.committed:
+                break
+    except BaseException as exc:
+        await chunks.aclose()
+        metrics.answers.labels(_outcome(exc)).inc()
+        raise
+
+    async def body_stream() -> AsyncIterator[bytes]:
+        outcome = "ok"
+        try:
+            for chunk in head:
+                yield _sse(chunk)
+            async for chunk in chunks:
+                yield _sse(chunk)
+        except VChatError as exc:
+            # The headers are gone: the error travels as an event, then the stream ends normally.
+            outcome = _outcome(exc)
+            logger.warning("answer failed mid-stream: %s", exc.message)
+            yield _sse(exc.body())
+        except BaseException as exc:
+            outcome = _outcome(exc)
+            raise
+        finally:
+            await chunks.aclose()
+            metrics.answers.labels(outcome).inc()
+        yield _sse("[DONE]")
+
+    return StreamingResponse(body_stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [chunk async for chunk in chunks]
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> list[dict[str, Any]]:
+    """Run ``work``; if the client disconnects first, cancel it (no further vLLM call is made)."""
+    task: asyncio.Task[list[dict[str, Any]]] = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.25)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ClientGone("The client closed the connection.")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def _outcome(exc: BaseException) -> str:
+    if isinstance(exc, ClientGone | asyncio.CancelledError | GeneratorExit):
+        return "client_gone"
+    if isinstance(exc, VChatError):
+        return "client_error" if exc.status_code < 500 else "backend_error"
+    return "internal_error"

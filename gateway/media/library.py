@@ -1,0 +1,210 @@
+"""The gateway's videos: every way a client refers to one, resolved to a sanitized, cached asset and its frames."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx2
+
+from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
+from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
+from gateway.media.files import FileRecord, FileRegistry
+from gateway.media.frames import FrameGrid, extract_grid
+from gateway.media.guard import HostPolicy, check_url
+from gateway.media.pages import looks_like_page, resolve_page
+from gateway.media.probe import Probe, ProbeLimits, probe
+from gateway.media.sanitize import sanitize
+from gateway.media.store import MediaStore, StoredObject, write_json_atomic
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SourceKind = Literal["url", "page", "data_url", "upload"]
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
+                       re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What a client is told about the video: as sanitized, plus where it came from."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    has_audio: bool
+    audio_codec: str | None
+    bytes: int
+    source: SourceKind
+    source_host: str | None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A sanitized video in the cache, ready for frames (and for Gemini)."""
+
+    id: str
+    video: Path
+    probe: Probe
+    facts: VideoFacts
+    page_url: str | None = None  # the page a video was resolved from (e.g. the YouTube URL)
+    is_youtube: bool = False
+
+
+class VideoLibrary:
+    """Resolves URLs, pages, data URLs, uploads and file ids to assets; decodes frame grids once per size."""
+
+    def __init__(self, settings: Settings, store: MediaStore, files: FileRegistry, http: httpx2.AsyncClient,
+                 policy: HostPolicy) -> None:
+        self.settings = settings
+        self.store = store
+        self.files = files
+        self.http = http
+        self.policy = policy
+        self.fetch_limits = FetchLimits.from_settings(settings)
+        self.probe_limits = ProbeLimits.from_settings(settings)
+
+    # --- the ways in ------------------------------------------------------------------------------
+
+    async def from_url(self, url: str) -> Asset:
+        """A video file URL, or a page yt-dlp knows; the same URL is fetched once, however often it is asked."""
+        check_url(url, self.policy)
+        cached = await asyncio.to_thread(self.store.lookup_url, url)
+        if cached is not None:
+            return await self.load(*cached)
+        return await self.store.single_flight(f"url:{url}", lambda: self._fetch_url(url))
+
+    async def from_data_url(self, data_url: str) -> Asset:
+        """A ``data:`` URL carrying base64 video bytes."""
+        match = _DATA_URL.match(data_url[:512])
+        if match is None or not match.group("b64"):
+            raise MediaRejected("The data URL must look like 'data:video/mp4;base64,<bytes>'.", code="invalid_data_url")
+        mime = (match.group("mime") or "").lower()
+        if mime.startswith(("image/", "audio/", "text/")):
+            raise NotAVideo(f"The data URL carries {mime}, not a video.")
+        payload = data_url[match.end():]
+        if len(payload) * 3 // 4 > self.settings.media_max_bytes:
+            raise MediaTooLarge(f"The video is larger than the {self.settings.media_max_bytes // 2**20} MiB limit.")
+        with self.store.temp_dir() as work:
+            path, digest = await asyncio.to_thread(_decode_base64_to, payload, work / "data")
+            return await self.store.single_flight(
+                f"obj:{digest}", lambda: self._ingest(path, digest, "data_url", None))
+
+    async def from_upload(self, path: Path, sha256: str) -> Asset:
+        """An uploaded file already on disk (under the store's temp space)."""
+        return await self.store.single_flight(f"obj:{sha256}", lambda: self._ingest(path, sha256, "upload", None))
+
+    async def from_file_id(self, file_id: str) -> Asset:
+        """A file uploaded earlier through ``POST /v1/files``."""
+        record = await self.files.get(file_id)
+        if record is None:
+            raise NotFound(f"No file with id '{file_id}'.", param="file_id", code="file_not_found")
+        stored = self.store.get(record.object_id)
+        if stored is None:
+            raise NotFound(f"The video of file '{file_id}' is no longer cached; upload it again.",
+                           param="file_id", code="file_not_found")
+        return await self.load(stored, {})
+
+    async def remove_file(self, file_id: str) -> FileRecord | None:
+        """Delete a file record and its cached video (unless a URL or another file still points at the bytes)."""
+        record = await self.files.remove(file_id)
+        if record is not None and not any(r.object_id == record.object_id for r in await self.files.list()):
+            await self.store.delete(record.object_id)
+        return record
+
+    # --- frames -----------------------------------------------------------------------------------
+
+    async def grid(self, asset: Asset, *, width: int, height: int, grid_fps: float) -> FrameGrid:
+        """The asset's frames at this size and rate, decoded once and cached beside the video."""
+        out_dir = asset.video.parent / "grids" / f"{width}x{height}@{grid_fps:g}"
+        try:
+            return await asyncio.to_thread(FrameGrid.load, out_dir)
+        except (OSError, ValueError, KeyError):
+            pass
+
+        async def extract() -> FrameGrid:
+            await asyncio.to_thread(out_dir.parent.mkdir, exist_ok=True)
+            return await extract_grid(asset.video, asset.probe, width=width, height=height, grid_fps=grid_fps,
+                                      out_dir=out_dir, timeout_s=self.settings.ffmpeg_timeout_s)
+
+        return await self.store.single_flight(f"grid:{out_dir}", extract)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    async def _fetch_url(self, url: str) -> Asset:
+        page_url: str | None = None
+        is_youtube = False
+        media_url = url
+        kind: SourceKind = "url"
+        if looks_like_page(url):
+            page = await resolve_page(url, policy=self.policy, max_duration_s=self.settings.media_max_duration_s,
+                                      max_bytes=self.settings.media_max_bytes,
+                                      timeout_s=self.settings.media_fetch_timeout_s)
+            media_url, page_url, is_youtube, kind = page.media_url, page.webpage_url or url, page.is_youtube, "page"
+        with self.store.temp_dir() as work:
+            fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy)
+            asset = await self.store.single_flight(
+                f"obj:{fetched.sha256}",
+                lambda: self._ingest(fetched.path, fetched.sha256, kind, loggable_url(url), page_url, is_youtube))
+        await asyncio.to_thread(self.store.remember_url, url, asset.id, page_url=page_url, is_youtube=is_youtube)
+        logger.info("video fetched", extra={"video": asset.id[:12], "source": loggable_url(url),
+                                            "bytes": asset.facts.bytes})
+        return asset
+
+    async def _ingest(self, src: Path, digest: str, kind: SourceKind, source_host: str | None,
+                      page_url: str | None = None, is_youtube: bool = False) -> Asset:
+        stored = self.store.get(digest)
+        if stored is not None:
+            return await self.load(stored, {"page_url": page_url, "is_youtube": is_youtube})
+        found = await probe(src, self.probe_limits)
+        with self.store.temp_dir() as build:
+            obj = build / digest
+            await asyncio.to_thread(obj.mkdir)
+            written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
+            facts = _facts(written, kind, source_host)
+            meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
+            await asyncio.to_thread(write_json_atomic, obj / "facts.json", meta, build)
+            stored = await asyncio.to_thread(self.store.commit, digest, obj)
+        asyncio.get_running_loop().create_task(self.store.evict())
+        return Asset(stored.id, stored.video, written, facts, page_url, is_youtube)
+
+    async def load(self, stored: StoredObject, record: dict[str, object] | None = None) -> Asset:
+        """The asset of a cached object (``record``: what the URL index remembered about its source)."""
+        record = record or {}
+        meta = json.loads(await asyncio.to_thread(stored.facts_path.read_text))
+        page_url = record.get("page_url")
+        return Asset(stored.id, stored.video, Probe(**meta["probe"]), VideoFacts(**meta["facts"]),
+                     page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)))
+
+
+def _facts(found: Probe, kind: SourceKind, source_host: str | None) -> VideoFacts:
+    width, height = found.display_size
+    host = None
+    if source_host:
+        host = httpx2.URL(source_host).host or None
+    return VideoFacts(duration_s=round(found.duration_s, 3), fps=round(found.fps, 3), width=width, height=height,
+                      codec=found.vcodec, has_audio=found.has_audio, audio_codec=found.acodec, bytes=found.bytes,
+                      source=kind, source_host=host)
+
+
+def _decode_base64_to(payload: str, path: Path) -> tuple[Path, str]:
+    """Decode strictly (no stray characters) to ``path``; return it and the SHA-256 of the bytes."""
+    try:
+        data = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaRejected("The data URL is not valid base64.", code="invalid_data_url") from exc
+    if not data:
+        raise MediaRejected("The data URL is empty.", code="invalid_data_url")
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()

@@ -1,0 +1,196 @@
+"""VideoChat-R1.5's iterative perception as a stream of events: N single-turn rounds over vLLM, each
+re-sampling the video 1.5x denser inside the time segments the previous round glued."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from gateway.backends.vllm import VllmBackend
+from gateway.errors import BackendTimeout, InvalidRequest
+from gateway.media.frames import FrameGrid, data_url
+from gateway.media.library import Asset, VideoLibrary
+from gateway.media.plan import FrameLimits, FramePlan, plan_frames
+from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue, select_frames
+from gateway.metrics import Metrics
+from gateway.perception.prompts import Reply, parse_reply, round_prompt
+from gateway.perception.tags import Channel, TagSplitter
+from gateway.settings import Settings
+
+logger = logging.getLogger(__name__)
+_ENCODER_CACHE = re.compile(r"encoder cache size (\d+)")
+
+
+@dataclass(frozen=True)
+class LoopRequest:
+    """One question about one video, with the client's sampling and perception knobs already checked."""
+
+    model: str
+    question: str
+    options: list[str] | None
+    iterations: int
+    max_frames: int
+    fps: float
+    sampling: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RoundStarted:
+    """A round is about to call vLLM with these frames (``times``: seconds of each frame sent)."""
+
+    round: int
+    last: bool
+    times: tuple[float, ...]
+    sample_fps: float
+    width: int
+    height: int
+    visual_tokens: int
+    spans_in: tuple[Span, ...]  # the segments this round samples densely (empty: uniform)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text the model just produced, already split by tag (reasoning, content, glue)."""
+
+    round: int
+    channel: Channel
+    text: str
+
+
+@dataclass(frozen=True)
+class RoundFinished:
+    round: int
+    last: bool
+    reply: Reply
+    text: str
+    segments: tuple[Span, ...]  # hardened glue: what the next round looks at
+    usage: Usage
+    finish_reason: str | None
+    seconds: float
+
+
+Event = RoundStarted | Piece | RoundFinished
+
+
+class PerceptionLoop:
+    """Runs the rounds for one request at a time per call; shared by all requests (it learns vLLM's limits)."""
+
+    def __init__(self, vllm: VllmBackend, library: VideoLibrary, settings: Settings, metrics: Metrics) -> None:
+        self.vllm = vllm
+        self.library = library
+        self.settings = settings
+        self.metrics = metrics
+        self.token_limit = settings.max_visual_tokens
+
+    def plan(self, asset: Asset, req: LoopRequest) -> FramePlan:
+        """Frame count and size for every round of this request, within the visual-token limit."""
+        limits = FrameLimits(max_visual_tokens=self.token_limit, min_pixels=self.settings.frame_min_pixels,
+                             max_pixels=self.settings.frame_max_pixels, total_pixels=self.settings.frame_total_pixels,
+                             max_frames=req.max_frames, target_fps=req.fps)
+        try:
+            return plan_frames(asset.probe.video_info(), limits, spare_frames=KEY_TIME_SPARE_FRAMES)
+        except ValueError as exc:
+            raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+
+    def grid_fps(self, asset: Asset, plan: FramePlan) -> float:
+        # Twice the average sampling rate, so spans sampled 1.5x denser still find distinct frames.
+        needed = 2 * plan.nframes / max(asset.probe.duration_s, 1e-3)
+        return round(min(asset.probe.fps, max(self.settings.grid_fps, needed)), 3)
+
+    async def run(self, asset: Asset, req: LoopRequest) -> AsyncGenerator[Event, None]:
+        spans: tuple[Span, ...] = ()
+        for number in range(1, req.iterations + 1):
+            last = number == req.iterations
+            for attempt in range(2):
+                try:
+                    async for event in self._round(asset, req, number, last, spans):
+                        if isinstance(event, RoundFinished):
+                            spans = event.segments
+                        yield event
+                    break
+                except InvalidRequest as exc:
+                    # vLLM reports its encoder cache when a round's video does not fit: plan under it and retry.
+                    found = _ENCODER_CACHE.search(exc.message)
+                    if attempt == 1 or found is None or int(found[1]) >= self.token_limit:
+                        raise
+                    self.token_limit = int(found[1])
+                    logger.warning("vLLM's encoder cache holds %d visual tokens; planning under it", self.token_limit)
+
+    async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
+                     spans: tuple[Span, ...]) -> AsyncGenerator[Event, None]:
+        plan = self.plan(asset, req)
+        grid = await self.library.grid(asset, width=plan.width, height=plan.height,
+                                       grid_fps=self.grid_fps(asset, plan))
+        probe = asset.probe
+        total = max(probe.frame_count, 1)
+        selection = select_frames(total, probe.fps, plan.nframes, spans)
+        picks = grid.pick([index / probe.fps for index in selection.indices])
+        started = RoundStarted(number, last, tuple(round(grid.times[p], 3) for p in picks),
+                               round(selection.sample_fps, 4), grid.width, grid.height,
+                               _tokens(len(picks), grid), spans if selection.key_time else ())
+        video = await data_url(grid, picks)
+        self.metrics.round_frames.observe(len(picks))
+        self.metrics.round_visual_tokens.observe(started.visual_tokens)
+        yield started
+
+        params: dict[str, object] = {
+            "model": req.model,
+            "messages": [{"role": "user", "content": [
+                {"type": "video_url", "video_url": {"url": video}},
+                {"type": "text", "text": round_prompt(req.question, req.options, glue=not last)},
+            ]}],
+            "stream_options": {"include_usage": True},
+            **req.sampling,
+            "extra_body": {
+                # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
+                "media_io_kwargs": {"video": {"num_frames": -1, "fps": selection.sample_fps}},
+                "mm_processor_kwargs": _keep_size(grid),
+            },
+        }
+        clock = time.perf_counter()
+        text, usage, finish = "", Usage(), None
+        splitter = TagSplitter()
+        try:
+            async with asyncio.timeout(self.settings.round_timeout_s):
+                async with aclosing(await self.vllm.chat_stream(params)) as chunks:
+                    async for chunk in chunks:
+                        if chunk.usage is not None:
+                            usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        for choice in chunk.choices:
+                            finish = choice.finish_reason or finish
+                            delta = choice.delta.content or ""
+                            text += delta
+                            for channel, piece in splitter.feed(delta):
+                                yield Piece(number, channel, piece)
+        except TimeoutError as exc:
+            raise BackendTimeout(f"Round {number} took longer than {self.settings.round_timeout_s:g} s.",
+                                 retry_after=5) from exc
+        for channel, piece in splitter.close():
+            yield Piece(number, channel, piece)
+        seconds = time.perf_counter() - clock
+        self.metrics.vllm_call_seconds.observe(seconds)
+        self.metrics.rounds.labels("last" if last else "intermediate").inc()
+        reply = parse_reply(text)
+        segments = () if last else tuple(parse_glue(reply.glue_text or "", probe.duration_s))
+        yield RoundFinished(number, last, reply, text, segments, usage, finish, round(seconds, 3))
+
+
+def _tokens(frames: int, grid: FrameGrid) -> int:
+    return (frames + frames % 2) // 2 * (grid.height // 28) * (grid.width // 28)
+
+
+def _keep_size(grid: FrameGrid) -> dict[str, object]:
+    # Frames are already multiples of 28 inside the budget: pin vLLM's resize window to exactly their area.
+    area = grid.width * grid.height
+    return {"size": {"shortest_edge": area, "longest_edge": area}}
