@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from gateway.api.admission import Admission
 from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
-from gateway.api.middleware import RequestContextMiddleware
+from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import chat, files, health, metrics, models, videos
 from gateway.backends.vllm import VllmBackend
 from gateway.media.files import FileRegistry
@@ -68,6 +68,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
     app.state.settings = settings
     app.state.metrics = app_metrics
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
     app.include_router(health.router)

@@ -3,6 +3,7 @@
     VChatError                       (500 api_error / internal_error)
     ├── InvalidRequest               (400 invalid_request_error)
     │   ├── RequestValidationFailed  (422 invalid_request_error / invalid_value)
+    │   ├── RequestTooLarge          (413 invalid_request_error / request_too_large)
     │   └── MediaRejected            (400 invalid_request_error / invalid_video, or a narrower code)
     │       ├── UrlNotAllowed        (400 / url_not_allowed)
     │       ├── MediaFetchFailed     (400 / video_fetch_failed)
@@ -71,6 +72,13 @@ class RequestValidationFailed(InvalidRequest):
 
     status_code = 422
     default_code = "invalid_value"
+
+
+class RequestTooLarge(InvalidRequest):
+    """Raised when a request body exceeds the gateway's size limit (checked while it streams in)."""
+
+    status_code = 413
+    default_code: ClassVar[str | None] = "request_too_large"
 
 
 class MediaRejected(InvalidRequest):

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     media_max_bytes: int = Field(
         1024 * 2**20, ge=1024, description="Largest video accepted (download, upload or data URL), bytes."
     )
+    max_request_bytes: int = Field(
+        1400 * 2**20, ge=2**16, description="Largest request body (JSON with data URLs, or an upload), bytes."
+    )
     media_max_duration_s: float = Field(3 * 3600.0, gt=0, description="Longest video accepted, seconds.")
     media_max_side: int = Field(7680, ge=16, description="Largest frame width or height accepted, pixels.")
     media_fetch_timeout_s: float = Field(300.0, gt=0, description="Wall-clock limit for fetching one video.")

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
     AuthenticationFailed,
+    InvalidRequest,
     MethodNotAllowed,
     NotFound,
     RequestValidationFailed,
@@ -26,12 +27,18 @@ def render_error(error: VChatError) -> JSONResponse:
 
 
 def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
+    # FastAPI wraps errors raised while it reads the body (e.g. our own size limit) in a 400: unwrap ours.
+    for cause in (exc.__cause__, exc.__context__):
+        if isinstance(cause, VChatError):
+            return cause
     if exc.status_code == 404:
         return NotFound("Not found: no such route.", code="not_found")
     if exc.status_code == 405:
         return MethodNotAllowed("Method not allowed for this route.")
     if exc.status_code == 401:
         return AuthenticationFailed(str(exc.detail))
+    if exc.status_code == 400:
+        return InvalidRequest(f"{exc.detail}.")
     error = VChatError(str(exc.detail), code=None)
     error.status_code = exc.status_code  # an HTTP status the tree has no class for
     return error

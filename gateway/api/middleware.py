@@ -10,7 +10,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.handlers import render_error
-from gateway.errors import VChatError
+from gateway.errors import RequestTooLarge, VChatError
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 
@@ -79,3 +79,34 @@ class RequestContextMiddleware:
                 extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "route": template},
             )
             request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` (413): by Content-Length up front, and by counting as they stream
+    in, since a chunked body announces nothing. Data URLs arrive inside JSON bodies, so this bounds them too."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = RequestTooLarge(f"The request body is larger than the {self.max_bytes // 2**20} MiB limit.")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await render_error(too_large)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, counted, send)

@@ -1,10 +1,4 @@
-"""Rewrites a probed video as a plain MP4 (one video, at most one audio stream, no metadata) that every backend plays.
-
-Video is stream-copied only when it is H.264 in yuv420p: that is what browsers, Gemini and vLLM's decoders
-all accept. HEVC is re-encoded too, although copying it would be faster, because Firefox and some Chromium
-builds cannot play HEVC in MP4; 10-bit or 4:2:2 H.264 is re-encoded for the same reason. Copying keeps the
-display-rotation matrix; re-encoding applies the rotation to the pixels.
-"""
+"""Rewrites a probed video as a plain MP4 (one video, at most one audio stream, no metadata) any backend plays."""
 
 from __future__ import annotations
 
@@ -19,6 +13,9 @@ from gateway.errors import NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.probe import Probe, ProbeLimits, probe
 
+# Video is stream-copied only when it is 8-bit 4:2:0 H.264, which browsers, Gemini and vLLM's decoders all
+# accept. HEVC is re-encoded although copying it would be faster: Firefox and some Chromium builds cannot
+# play HEVC in MP4. Copying keeps the display-rotation matrix; re-encoding applies it to the pixels.
 COPY_VIDEO = {("h264", "yuv420p")}
 COPY_AUDIO = {"aac", "mp3"}
 # The output may come out a little shorter than the input said (trailing audio, rounding); much shorter

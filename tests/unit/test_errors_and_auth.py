@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -135,3 +136,19 @@ def test_metrics_count_requests_by_route_and_status(gateway_factory: GatewayFact
     assert 'vchat_http_requests_total{method="GET",route="/v1/models",status="503"} 2.0' in text
     assert 'vchat_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
     assert 'vchat_http_request_duration_seconds_count{method="GET",route="/v1/models"} 2.0' in text
+
+
+def test_request_body_over_the_limit_is_413(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory(max_request_bytes=2**16)
+    big = b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * 2**17 + b'"}]}'
+    announced = httpx.post(f"{gw.url}/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+    assert_envelope(announced, 413, "request_too_large")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit must be enforced while counting
+        for start in range(0, len(big), 4096):
+            yield big[start:start + 4096]
+
+    streamed = httpx.post(f"{gw.url}/v1/chat/completions", content=chunked(),
+                          headers={"content-type": "application/json"})
+    assert "content-length" not in streamed.request.headers
+    assert_envelope(streamed, 413, "request_too_large")
