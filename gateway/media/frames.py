@@ -85,6 +85,8 @@ async def extract_grid(
 ) -> FrameGrid:
     """Decode video once into width x height JPEGs at grid_fps, written atomically as the directory out_dir.
 
+    ffmpeg applies the display rotation while decoding, so width x height should follow found.display_size.
+
     Frames land in a temporary directory beside out_dir that is renamed into place with grid.json last;
     on failure or cancellation ffmpeg's process group is killed and the temporary directory removed. If
     out_dir appeared meanwhile (a concurrent extraction of the same video), that grid is returned.
