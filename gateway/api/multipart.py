@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from gateway.errors import InvalidRequest, MediaTooLarge
 
@@ -83,8 +84,12 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         raw_filename = disposition.get(b"filename")
         current.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
         current.content_type = current.headers.get(b"content-type", b"").decode("latin-1")
-        if current.name == file_field and current.filename is not None:
+        if current.filename is not None:
             state.files += 1
+            # A second file (or one under another name) is refused now, not streamed into a text field's buffer.
+            if current.name != file_field or state.files > 1:
+                raise InvalidRequest(f"Send exactly one file, in the '{file_field}' field.", param=file_field,
+                                     code="invalid_upload")
             state.filename = current.filename
             state.content_type = current.content_type
 
@@ -93,13 +98,14 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         if current.name == file_field and current.filename is not None and state.files == 1:
             state.size += len(chunk)
             if state.size > max_bytes:
-                raise MediaTooLarge(f"The upload is larger than the {max_bytes // 2**20} MiB limit.")
+                raise MediaTooLarge(f"The upload is larger than the limit of {max_bytes} bytes.")
             digest.update(chunk)
             pending.extend(chunk)
         elif len(current.text) + len(chunk) <= _MAX_FIELD_BYTES:
             current.text.extend(chunk)
         else:
-            raise InvalidRequest(f"The form field '{current.name}' is too long.", param=current.name)
+            raise InvalidRequest(f"The form field '{current.name}' is too long.", param=current.name,
+                                 code="invalid_upload")
 
     def on_part_end() -> None:
         if current.filename is None and current.name:
@@ -113,15 +119,23 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
     handle = await asyncio.to_thread(target.open, "wb")
     try:
         async for chunk in request.stream():
-            parser.write(chunk)
+            try:
+                parser.write(chunk)
+            except MultipartParseError:
+                raise InvalidRequest("The multipart/form-data body is malformed.", param=file_field,
+                                     code="invalid_upload") from None
             if pending:
                 data = bytes(pending)
                 pending.clear()
                 await asyncio.to_thread(handle.write, data)
-        parser.finalize()
+        parser.finalize()  # checks nothing (python-multipart 0.0.x): the end state is checked below
         await asyncio.to_thread(handle.close)
+        if parser.state != MultipartState.END:
+            raise InvalidRequest("The multipart/form-data body ended before its closing boundary.",
+                                 param=file_field, code="invalid_upload")
         if state.files != 1:
-            raise InvalidRequest("Send exactly one file in the 'file' field.", param=file_field, code="invalid_upload")
+            raise InvalidRequest(f"Send exactly one file, in the '{file_field}' field.", param=file_field,
+                                 code="invalid_upload")
         if state.size == 0:
             raise InvalidRequest("The uploaded file is empty.", param=file_field, code="invalid_upload")
     except BaseException:

@@ -62,7 +62,8 @@ async def run_tool(args: list[str], *, timeout_s: float, stdin: bytes | None = N
     except TimeoutError:
         await _kill_group(proc)
         tool = Path(args[0]).name
-        raise MediaTimeout(f"processing the video took longer than {timeout_s:g} s ({tool} was stopped)") from None
+        raise MediaTimeout(f"Processing the video took longer than {timeout_s:g} s ({tool} was stopped).",
+                           code="video_processing_timeout") from None
     except BaseException:
         await _kill_group(proc)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -95,7 +96,7 @@ class VideoLibrary:
             raise NotAVideo(f"The data URL carries {mime}, not a video.")
         payload = data_url[match.end():]
         if len(payload) * 3 // 4 > self.settings.media_max_bytes:
-            raise MediaTooLarge(f"The video is larger than the {self.settings.media_max_bytes // 2**20} MiB limit.")
+            raise MediaTooLarge(f"The video is larger than the limit of {self.settings.media_max_bytes} bytes.")
         with self.store.temp_dir() as work:
             path, digest = await asyncio.to_thread(_decode_base64_to, payload, work / "data")
             return await self.store.single_flight(
@@ -117,7 +118,11 @@ class VideoLibrary:
         return await self.load(stored, {})
 
     async def remove_file(self, file_id: str) -> FileRecord | None:
-        """Delete a file record and its cached video (unless a URL or another file still points at the bytes)."""
+        """Delete a file record and its cached video, unless another file still points at the same bytes.
+
+        The video goes even if a URL's cache entry points at it (that URL is simply fetched again next time):
+        someone deleting their upload expects its content gone.
+        """
         record = await self.files.remove(file_id)
         if record is not None and not any(r.object_id == record.object_id for r in await self.files.list()):
             await self.store.delete(record.object_id)
@@ -134,6 +139,9 @@ class VideoLibrary:
             pass
 
         async def extract() -> FrameGrid:
+            # A caller whose load missed just before the previous flight for this grid landed must not decode again.
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                return await asyncio.to_thread(FrameGrid.load, out_dir)
             await asyncio.to_thread(out_dir.parent.mkdir, exist_ok=True)
             return await extract_grid(asset.video, asset.probe, width=width, height=height, grid_fps=grid_fps,
                                       out_dir=out_dir, timeout_s=self.settings.ffmpeg_timeout_s)
@@ -143,6 +151,10 @@ class VideoLibrary:
     # --- internals --------------------------------------------------------------------------------
 
     async def _fetch_url(self, url: str) -> Asset:
+        # A caller whose cache lookup missed just before the previous flight for this URL landed starts a new one.
+        cached = await asyncio.to_thread(self.store.lookup_url, url)
+        if cached is not None:
+            return await self.load(*cached)
         page_url: str | None = None
         is_youtube = False
         media_url = url

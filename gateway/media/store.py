@@ -66,6 +66,9 @@ class MediaStore:
             folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
+        # Frame grids are built beside their object (".<name>.<token>.tmp"); a crash can leave one behind.
+        for leftover in self.objects.glob("*/grids/.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     # --- temp space -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.video_refs import VideoRef, resolve
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import NotFound, VChatError
 from gateway.media.library import Asset, VideoLibrary
 
 router = APIRouter(tags=["videos"])
@@ -74,5 +74,5 @@ async def get_video(video_id: str, request: Request) -> JSONResponse:
     try:
         asset = await library.load(stored)
     except (OSError, ValueError) as exc:
-        raise InvalidRequest("The cached video's facts are unreadable.") from exc
+        raise VChatError("The cached video's facts are unreadable.") from exc
     return JSONResponse(video_object(asset))

@@ -1,0 +1,187 @@
+"""VideoLibrary built as the app's lifespan builds it, with real ffmpeg and yt-dlp: frame grids decoded once per
+(size, rate), pinned videos kept through eviction, and every form of chat video reference resolved to one asset."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+import gateway.media.frames as frames_module
+from gateway.api.schemas import ChatMessage
+from gateway.api.video_refs import find_video, resolve
+from gateway.errors import MediaRejected, NotFound
+from gateway.media.ffmpeg import ToolResult
+from gateway.media.files import FileRegistry
+from gateway.media.guard import HostPolicy, guarded_async_client
+from gateway.media.library import VideoLibrary
+from gateway.media.store import MediaStore
+from gateway.settings import Settings
+from tests.support.clips import make_clip
+from tests.support.media_api import probe_file
+from tests.support.origin import Origin
+
+
+@pytest.fixture(scope="module")
+def clip() -> bytes:
+    return make_clip(3.0, "160x120", 10).read_bytes()
+
+
+@asynccontextmanager
+async def open_library(media_dir: Path, **overrides: object) -> AsyncIterator[VideoLibrary]:
+    """What ``gateway.app``'s lifespan builds, over ``media_dir``."""
+    values: dict[str, object] = {"vllm_url": None, "media_dir": media_dir, "media_allowed_hosts": "127.0.0.1"}
+    settings = Settings(**{**values, **overrides})  # type: ignore[arg-type]
+    store = MediaStore(settings.media_dir, settings.media_cache_bytes)
+    registry = FileRegistry(settings.media_dir, store.tmp)
+    await asyncio.to_thread(store.open)
+    await asyncio.to_thread(registry.open)
+    policy = HostPolicy.from_settings(settings.media_allowed_hosts)
+    async with guarded_async_client(policy) as http:
+        yield VideoLibrary(settings, store, registry, http, policy)
+
+
+@pytest.fixture
+def ffmpeg_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every ffmpeg command the frame grid runs (the real tool still runs)."""
+    runs: list[list[str]] = []
+    real = frames_module.run_tool
+
+    async def counting(args: list[str], *, timeout_s: float, stdin: bytes | None = None) -> ToolResult:
+        runs.append(args)
+        return await real(args, timeout_s=timeout_s, stdin=stdin)
+
+    monkeypatch.setattr(frames_module, "run_tool", counting)
+    return runs
+
+
+# --- frame grids --------------------------------------------------------------------------------------
+
+
+async def test_grid_is_decoded_once_per_size_and_rate(tmp_path: Path, origin: Origin, clip: bytes,
+                                                      ffmpeg_runs: list[list[str]]) -> None:
+    url = origin.file("/clip.mp4", clip)
+    async with open_library(tmp_path / "media") as library:
+        asset = await library.from_url(url)
+        grid = await library.grid(asset, width=64, height=48, grid_fps=4)
+        assert len(ffmpeg_runs) == 1
+        assert grid.times == tuple(k / 4 for k in range(12))  # 3 s at 4 fps
+        first_frame = probe_file(grid.path(0))["streams"]
+        assert isinstance(first_frame, list) and (first_frame[0]["width"], first_frame[0]["height"]) == (64, 48)
+        stamp = grid.dir.stat().st_mtime_ns
+
+        # A second question on the same video: the URL index, then the cached grid; no ffmpeg.
+        again = await library.grid(await library.from_url(url), width=64, height=48, grid_fps=4)
+        assert again == grid and len(ffmpeg_runs) == 1
+        assert grid.dir.stat().st_mtime_ns == stamp
+        assert origin.hits["/clip.mp4"] == 1
+
+        # Another size or another rate is another grid.
+        smaller = await library.grid(asset, width=32, height=24, grid_fps=4)
+        slower = await library.grid(asset, width=64, height=48, grid_fps=2)
+        assert len(ffmpeg_runs) == 3
+        assert (smaller.width, len(slower.times)) == (32, 6)
+        assert {p.name for p in asset.video.parent.joinpath("grids").iterdir()} == {"64x48@4", "32x24@4", "64x48@2"}
+
+
+async def test_concurrent_first_requests_for_a_grid_decode_once(tmp_path: Path, origin: Origin, clip: bytes,
+                                                                 ffmpeg_runs: list[list[str]]) -> None:
+    async with open_library(tmp_path / "media") as library:
+        asset = await library.from_url(origin.file("/clip.mp4", clip))
+        grids = await asyncio.gather(*(library.grid(asset, width=96, height=72, grid_fps=4) for _ in range(6)))
+        assert len(ffmpeg_runs) == 1
+        assert len(set(grids)) == 1
+        assert [p.name for p in (asset.video.parent / "grids").iterdir()] == ["96x72@4"]  # no temp dir left
+
+
+# --- eviction keeps pinned videos ------------------------------------------------------------------------
+
+
+def noisy_clip(n: int) -> bytes:
+    extra = ("-vf", "noise=alls=40:allf=t", "-crf", "23", "-metadata", f"comment=clip-{n}")
+    return make_clip(2.0, "240x180", 10, audio=False, extra=extra).read_bytes()
+
+
+async def test_pinned_video_survives_eviction(tmp_path: Path, origin: Origin) -> None:
+    urls = [origin.file(f"/{n}.mp4", noisy_clip(n)) for n in range(4)]  # ~430 KB each; 1 MiB holds two
+    async with open_library(tmp_path / "media", media_cache_bytes=2**20) as library:
+        store = library.store
+        first = await library.from_url(urls[0])
+        async with store.pinned(first.id):
+            second = await library.from_url(urls[1])
+            third = await library.from_url(urls[2])
+            await store.evict()
+            # The pinned one is the least recently used, yet the next one went.
+            assert store.get(first.id) is not None and store.get(third.id) is not None
+            assert store.get(second.id) is None
+        await library.from_url(urls[3])
+        await store.evict()
+        assert store.get(first.id) is None  # unpinned, it is evicted like any other
+
+
+# --- chat video references, resolved ---------------------------------------------------------------------
+
+
+def user(content: object) -> ChatMessage:
+    return ChatMessage.model_validate({"role": "user", "content": content})
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_every_form_of_reference_resolves_to_the_same_asset(tmp_path: Path, origin: Origin,
+                                                                   clip: bytes) -> None:
+    digest = hashlib.sha256(clip).hexdigest()
+    url = origin.file("/holiday.mp4", clip)
+    page = origin.page("/watch", '<html><body><video src="/holiday.mp4"></video></body></html>')
+    async with open_library(tmp_path / "media") as library:
+        upload = await library.from_upload(await _copy(clip, library.store.tmp / "upload"), digest)
+        record = await library.files.add("holiday.mp4", len(clip), "vision", upload.id)
+        conversations = {
+            "link in text": [user(f"What happens in this video ({url})? Thanks!")],
+            "Dify image_url with a video URL": [user([{"type": "text", "text": "Describe"},
+                                                      {"type": "image_url", "image_url": {"url": url}}])],
+            "Dify image_url with a video data URL": [user([{"type": "image_url", "image_url": {
+                "url": f"data:video/mp4;base64,{b64(clip)}"}}])],
+            "LibreChat video_url data URI": [user([{"type": "video_url", "video_url": {
+                "url": f"data:video/mp4;base64,{b64(clip)}"}}, {"type": "text", "text": "Summarize"}])],
+            "file part with a file id": [user([{"type": "file", "file": {"file_id": record.id}}])],
+            "file part with bare base64": [user([{"type": "file", "file": {"file_data": b64(clip)}}])],
+            "follow-up turn": [
+                user([{"type": "video_url", "video_url": {"url": page}}, {"type": "text", "text": "Who is there?"}]),
+                ChatMessage(role="assistant", content="Two people, see https://example.com/x.mp4"),
+                user("And what do they do at the end?"),
+            ],
+        }
+        for name, messages in conversations.items():
+            ref = find_video(messages)
+            assert ref is not None, name
+            asset = await resolve(ref, library)
+            assert asset.id == digest, name
+        assert (origin.hits["/holiday.mp4"], origin.hits["/watch"]) == (2, 1)  # one per URL, however often asked
+
+
+async def test_resolve_names_the_message_part_that_failed(tmp_path: Path) -> None:
+    async with open_library(tmp_path / "media") as library:
+        ref = find_video([user([{"type": "text", "text": "look"},
+                                {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,@@@"}}])])
+        assert ref is not None
+        with pytest.raises(MediaRejected) as caught:
+            await resolve(ref, library)
+        assert (caught.value.code, caught.value.param) == ("invalid_data_url", "messages.0.content.1")
+        ref = find_video([user([{"type": "file", "file": {"file_id": "file-" + "x" * 24}}])])
+        assert ref is not None
+        with pytest.raises(NotFound) as missing:
+            await resolve(ref, library)
+        assert missing.value.code == "file_not_found"
+
+
+async def _copy(data: bytes, path: Path) -> Path:
+    await asyncio.to_thread(path.write_bytes, data)
+    return path

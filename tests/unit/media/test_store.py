@@ -1,0 +1,236 @@
+"""MediaStore on a real directory: layout and crash cleanup, atomic commits, the URL index, single flight, LRU, pins."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.media.store import MediaStore, StoredObject, url_key, write_json_atomic
+
+KB = 1024
+
+
+def oid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MediaStore:
+    opened = MediaStore(tmp_path / "media", max_bytes=100 * KB)
+    opened.open()
+    return opened
+
+
+def put(store: MediaStore, object_id: str, size: int, used_at: float | None = None) -> StoredObject:
+    built = store.tmp / f"build-{object_id[:8]}"
+    built.mkdir()
+    (built / "video.mp4").write_bytes(b"\0" * size)
+    (built / "facts.json").write_text("{}")
+    stored = store.commit(object_id, built)
+    if used_at is not None:
+        os.utime(stored.dir / ".used", (used_at, used_at))
+    return stored
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+# --- layout and crash safety ----------------------------------------------------------------------
+
+
+def test_open_creates_the_layout_and_wipes_only_tmp(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    (root / "tmp" / "abandoned" / "deep").mkdir(parents=True)
+    (root / "tmp" / ".fetch-1.part").write_bytes(b"half")
+    first = MediaStore(root, 100 * KB)
+    first.open()
+    kept = put(first, oid(1), 10)
+    first.remember_url("http://example.test/a.mp4", kept.id)
+    MediaStore(root, 100 * KB).open()  # a restart
+    assert names(root) == ["objects", "tmp", "urls"]
+    assert names(root / "tmp") == []
+    assert names(root / "objects") == [kept.id]
+    assert len(names(root / "urls")) == 1
+
+
+def test_get_returns_only_complete_objects(store: MediaStore) -> None:
+    stored = put(store, oid(1), 10)
+    assert store.get(stored.id) == stored
+    assert stored.video.read_bytes() == b"\0" * 10 and stored.facts_path.name == "facts.json"
+    incomplete = store.objects / oid(2)
+    incomplete.mkdir()
+    (incomplete / "facts.json").write_text("{}")
+    assert store.get(oid(2)) is None
+    for bad in ("", "abc", oid(1).upper(), "../" + oid(1)[3:], oid(1) + "0", "g" * 64):
+        assert store.get(bad) is None, bad
+
+
+def test_get_marks_the_object_as_used(store: MediaStore) -> None:
+    stored = put(store, oid(1), 10, used_at=1_000_000)
+    store.get(stored.id)
+    assert (stored.dir / ".used").stat().st_mtime > 1_000_000
+
+
+def test_commit_is_a_rename_and_the_first_build_wins(store: MediaStore) -> None:
+    winner = put(store, oid(1), 10)
+    loser = store.tmp / "late-build"
+    loser.mkdir()
+    (loser / "video.mp4").write_bytes(b"other")
+    again = store.commit(oid(1), loser)
+    assert again == winner
+    assert winner.video.read_bytes() == b"\0" * 10
+    assert not loser.exists()
+    assert names(store.tmp) == []
+
+
+def test_commit_over_a_broken_object_fails_loudly(store: MediaStore) -> None:
+    (store.objects / oid(1)).mkdir()
+    (store.objects / oid(1) / "junk").write_text("x")  # not empty, and no video.mp4
+    built = store.tmp / "build"
+    built.mkdir()
+    (built / "video.mp4").write_bytes(b"v")
+    with pytest.raises(OSError):
+        store.commit(oid(1), built)
+
+
+# --- URL index ----------------------------------------------------------------------------------------
+
+
+def test_url_index_round_trip(store: MediaStore) -> None:
+    stored = put(store, oid(1), 10)
+    url = "https://videos.example/watch?v=1&token=secret"
+    store.remember_url(url, stored.id, page_url="https://videos.example/watch?v=1", is_youtube=False)
+    found = store.lookup_url(url)
+    assert found is not None
+    assert found[0] == stored
+    assert found[1]["object"] == stored.id and found[1]["page_url"] == "https://videos.example/watch?v=1"
+    # The index holds hashes as names, never the URL (which may carry a token).
+    assert names(store.urls) == [f"{url_key(url)}.json"]
+    assert store.lookup_url(url + "&other=1") is None
+    assert names(store.tmp) == []
+
+
+def test_url_entry_of_a_vanished_or_unreadable_object_is_a_miss(store: MediaStore) -> None:
+    store.remember_url("http://a.example/x.mp4", oid(9))
+    assert store.lookup_url("http://a.example/x.mp4") is None
+    (store.urls / f"{url_key('http://b.example/y.mp4')}.json").write_text("{not json")
+    assert store.lookup_url("http://b.example/y.mp4") is None
+
+
+def test_write_json_atomic_leaves_the_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "facts.json"
+    write_json_atomic(target, {"a": 1}, tmp_path)
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()}, tmp_path)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert names(tmp_path) == ["facts.json"]
+
+
+# --- single flight ------------------------------------------------------------------------------------
+
+
+async def test_single_flight_runs_concurrent_work_once(store: MediaStore) -> None:
+    runs = 0
+    gate = asyncio.Event()
+
+    async def work() -> str:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return f"result {runs}"
+
+    callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(*callers) == ["result 1"] * 5
+    assert runs == 1
+    # Once landed, the key is free: a later call runs the work again.
+    assert await store.single_flight("k", work) == "result 2"
+    assert await store.single_flight("other", work) == "result 3"
+
+
+async def test_single_flight_shares_the_error(store: MediaStore) -> None:
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+        raise ValueError("broken video")
+
+    callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert [str(r) for r in results] == ["broken video"] * 3
+
+
+async def test_a_caller_leaving_does_not_cancel_the_work(store: MediaStore) -> None:
+    gate = asyncio.Event()
+
+    async def work() -> str:
+        await gate.wait()
+        return "done"
+
+    leaving = asyncio.ensure_future(store.single_flight("k", work))
+    staying = asyncio.ensure_future(store.single_flight("k", work))
+    await asyncio.sleep(0.01)
+    leaving.cancel()
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await staying == "done"
+    assert leaving.cancelled()
+
+
+# --- delete, eviction, pins ---------------------------------------------------------------------------
+
+
+async def test_delete_removes_the_object(store: MediaStore) -> None:
+    stored = put(store, oid(1), 10)
+    assert await store.delete(stored.id) is True
+    assert store.get(stored.id) is None
+    assert names(store.objects) == [] and names(store.tmp) == []
+    assert await store.delete(stored.id) is False
+    assert await store.delete("../objects") is False
+
+
+async def test_evict_removes_least_recently_used_until_under_the_bound(store: MediaStore) -> None:
+    for n in range(4):
+        put(store, oid(n), 40 * KB, used_at=1_000_000 + n)
+    store.get(oid(0))  # the oldest becomes the newest
+    evicted = await store.evict()
+    assert evicted == [oid(1), oid(2)]
+    assert names(store.objects) == sorted([oid(0), oid(3)])
+    assert names(store.tmp) == []
+    assert await store.evict() == []  # under the bound now
+
+
+async def test_evict_skips_pinned_objects(store: MediaStore) -> None:
+    for n in range(4):
+        put(store, oid(n), 40 * KB, used_at=1_000_000 + n)
+    async with store.pinned(oid(0)), store.pinned(oid(0)), store.pinned(oid(1)):
+        assert await store.evict() == [oid(2), oid(3)]
+    assert names(store.objects) == sorted([oid(0), oid(1)])
+
+
+async def test_a_pin_lasts_until_its_last_holder_leaves(store: MediaStore) -> None:
+    put(store, oid(0), 60 * KB, used_at=1_000_000)
+    put(store, oid(1), 60 * KB, used_at=1_000_001)
+    async with store.pinned(oid(0)):
+        async with store.pinned(oid(0)):
+            pass
+        assert await store.evict() == [oid(1)]
+    put(store, oid(2), 60 * KB)
+    assert await store.evict() == [oid(0)]
+
+
+async def test_evict_with_everything_pinned_keeps_everything(store: MediaStore) -> None:
+    for n in range(3):
+        put(store, oid(n), 60 * KB)
+    async with store.pinned(oid(0)), store.pinned(oid(1)), store.pinned(oid(2)):
+        assert await store.evict() == []
+    assert len(names(store.objects)) == 3
