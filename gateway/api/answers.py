@@ -49,6 +49,10 @@ class AnswerBuilder:
         return self._finished(event)
 
     def _started(self, event: RoundStarted) -> list[dict[str, Any]]:
+        if self.rounds and self.rounds[-1]["round"] == event.round:
+            # The round is being retried with fewer or smaller frames (vLLM's encoder cache was too small).
+            self.rounds.pop()
+            self.warnings.append(f"Round {event.round} was retried with fewer or smaller frames to fit vLLM.")
         self.rounds.append({
             "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
             "sample_fps": event.sample_fps, "frame_size": [event.width, event.height],

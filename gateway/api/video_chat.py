@@ -10,12 +10,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
+import anyio
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.api.admission import Admission
 from gateway.api.answers import AnswerBuilder, merge
 from gateway.api.schemas import ChatCompletionRequest
+from gateway.api.streaming import ClosingStreamingResponse
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.errors import ClientGone, InvalidRequest, VChatError
 from gateway.media.library import VideoLibrary
@@ -127,11 +129,14 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, model: 
             outcome = _outcome(exc)
             raise
         finally:
-            await chunks.aclose()
+            # Shielded: on a client disconnect this task is being cancelled, and closing the chunks is what
+            # closes the vLLM stream (vLLM then aborts the round) — it must run to the end.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
             metrics.answers.labels(outcome).inc()
         yield _sse("[DONE]")
 
-    return StreamingResponse(body_stream(), media_type="text/event-stream",
+    return ClosingStreamingResponse(body_stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

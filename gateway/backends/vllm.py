@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -96,8 +97,10 @@ class VllmBackend:
                     async for chunk in stream:
                         yield chunk
                 finally:
-                    # Closing the response aborts the request in vLLM when the client went away.
-                    await stream.close()
+                    # Closing the response is what makes vLLM abort the request when our client went away. On a
+                    # disconnect this task is being cancelled (level-triggered, under anyio): shield the close.
+                    with anyio.CancelScope(shield=True):
+                        await stream.close()
 
         return chunks()
 
@@ -118,9 +121,15 @@ class VllmBackend:
                 raise InvalidRequest(f"vLLM refused the request: {_message_of(exc)}") from exc
             # Any other 4xx from vLLM on a request the gateway built is the gateway's fault, not the client's.
             raise VChatError(f"vLLM refused to {what} (HTTP {exc.status_code}).") from exc
+        except openai.APIError as exc:
+            # An error event inside a stream that had already started (vLLM validates multimodal input late).
+            code = exc.body.get("code") if isinstance(exc.body, dict) else None
+            if client_input and isinstance(code, int) and 400 <= code < 500:
+                raise InvalidRequest(f"vLLM refused the request: {exc.message}") from exc
+            raise BackendUnavailable(f"vLLM failed to {what}: {exc.message}", retry_after=RETRY_AFTER_S) from exc
 
 
-def _message_of(exc: openai.APIStatusError) -> str:
+def _message_of(exc: openai.APIError) -> str:
     body = exc.body
     if isinstance(body, dict):
         inner = body.get("error", body)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, InvalidRequest
+from gateway.logs import request_id_var
 from gateway.media.frames import FrameGrid, data_url
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames
@@ -151,6 +152,8 @@ class PerceptionLoop:
                 {"type": "text", "text": round_prompt(req.question, req.options, glue=not last)},
             ]}],
             "stream_options": {"include_usage": True},
+            # One id across the gateway's and vLLM's logs (vLLM names its request after it).
+            "extra_headers": {"X-Request-Id": f"{request_id_var.get() or 'req'}-r{number}"},
             **req.sampling,
             "extra_body": {
                 # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.

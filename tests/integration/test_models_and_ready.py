@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import httpx
 import openai
@@ -61,16 +62,22 @@ def test_unknown_model_is_404(gateway: LiveGateway) -> None:
     assert caught.value.code == "model_not_found"
 
 
-def test_runtime_adapter_is_listed_with_its_parent(vllm: VllmHandle, gateway: LiveGateway) -> None:
+def load_random_adapter(vllm: VllmHandle) -> Path:
+    """A randomly initialised rank-8 adapter, loaded into the session's vLLM at run time as ``random-r8``."""
     adapter = vllm.adapters_dir / "random-r8"
     if not (adapter / "adapter_config.json").exists():
         subprocess.run([str(VLLM_PYTHON), str(ROOT / "tests/integration/random_adapter.py"), str(vllm.model_dir),
                         str(adapter)], check=True, timeout=300)
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["r"] == 8
     loaded = httpx.post(f"{vllm.base_url}/v1/load_lora_adapter",
                         json={"lora_name": "random-r8", "lora_path": str(adapter)}, timeout=120)
     assert loaded.status_code == 200 or "already been loaded" in loaded.text, loaded.text
+    return adapter
+
+
+def test_runtime_adapter_is_listed_with_its_parent(vllm: VllmHandle, gateway: LiveGateway) -> None:
+    adapter = load_random_adapter(vllm)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 8
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
     cards = {model.id: model for model in client.models.list().data}
     assert (cards["random-r8"].model_extra or {}).get("parent") == "videochat-r1.5"

@@ -7,10 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from gateway.api.deps import vllm_backend
 from gateway.api.schemas import ChatCompletionRequest
+from gateway.api.streaming import ClosingStreamingResponse
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.backends.vllm import VllmBackend
@@ -82,5 +83,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             yield _sse(exc.body())
         yield _sse("[DONE]")
 
-    return StreamingResponse(events(), media_type="text/event-stream",
+    return ClosingStreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,270 @@
+"""Questions about videos through the official openai SDK, against the real vLLM-CPU server (taught model).
+
+What reached vLLM is read from vLLM's own request log (the session server runs with --enable-log-requests,
+and the gateway names each round's vLLM request after its own request id).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory, LiveGateway, VllmHandle
+from tests.support.clips import make_clip
+from tests.support.origin import Origin
+
+GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 64}
+QUESTION = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
+
+
+@pytest.fixture
+def clip() -> Path:
+    return make_clip()  # 6 s, 320x240, 30 fps, H.264 + AAC
+
+
+@pytest.fixture
+def gw(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
+    return gateway_factory(vllm_url=vllm.base_url)
+
+
+def sdk(gw: LiveGateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def ask(gw: LiveGateway, content: list[dict[str, Any]] | str, *, iterations: int = 2, stream: bool = False,
+        request_id: str | None = None, model: str = "videochat-r1.5", **fields: Any) -> Any:
+    messages = [{"role": "user", "content": content}]
+    extra: dict[str, Any] = {"vchat": {"iterations": iterations}}
+    headers = {"x-request-id": request_id} if request_id else None
+    params = {**GREEDY, **fields}
+    if stream:
+        return list(sdk(gw).chat.completions.create(
+            model=model, messages=messages, stream=True, stream_options={"include_usage": True},  # type: ignore[arg-type]
+            extra_body=extra, extra_headers=headers, **params))
+    return sdk(gw).chat.completions.create(model=model, messages=messages, extra_body=extra,  # type: ignore[arg-type]
+                                           extra_headers=headers, **params)
+
+
+def received(vllm: VllmHandle, offset: int, request_id: str) -> list[str]:
+    """vLLM's "Received request" lines for the rounds of one gateway request."""
+    return re.findall(rf"Received request chatcmpl-{re.escape(request_id)}-r\d+.*", vllm.log_since(offset))
+
+
+def video_part(url: str) -> dict[str, Any]:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+def merged(chunks: list[Any]) -> tuple[str, str, Any]:
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                        for c in chunks if c.choices)
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    return content, reasoning, (final.model_extra or {})["perception"]
+
+
+def test_video_url_answer_is_the_taught_answer_with_segments(gw: LiveGateway, origin: Origin, clip: Path) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    answer = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}])
+    message = answer.choices[0].message
+    assert message.content == "B"
+    assert "The bars move." in (message.model_extra or {})["reasoning_content"]
+    perception = answer.model_extra["perception"]
+    assert [r["round"] for r in perception["rounds"]] == [1, 2]
+    assert perception["rounds"][0]["segments"] == [[1.0, 2.5]]
+    assert perception["segments"] == [[1.0, 2.5]]
+    video = perception["video"]
+    assert video["duration_s"] == pytest.approx(6.0, abs=0.1) and video["width"] == 320 and video["has_audio"]
+    assert answer.usage.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in perception["rounds"])
+    assert answer.usage.completion_tokens > 0
+
+
+def test_round_two_is_denser_inside_round_one_segments(gw: LiveGateway, origin: Origin, clip: Path) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    perception = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}]).model_extra["perception"]
+    first, second = perception["rounds"]
+
+    def inside(times: list[float]) -> int:
+        return sum(1.0 <= t <= 2.5 for t in times)
+
+    assert first["dense_segments"] == [] and second["dense_segments"] == [[1.0, 2.5]]
+    assert len(second["frame_times"]) == len(first["frame_times"])  # same total, redistributed
+    assert inside(second["frame_times"]) > inside(first["frame_times"])
+    assert second["sample_fps"] == first["sample_fps"]  # the official code declares the average rate
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_iterations_are_exactly_the_calls_vllm_receives(gw: LiveGateway, vllm: VllmHandle, origin: Origin,
+                                                        clip: Path, iterations: int) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    offset = vllm.log_offset()
+    rid = f"iter{iterations}-{time.monotonic_ns()}"
+    answer = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}], iterations=iterations, request_id=rid)
+    assert len(answer.model_extra["perception"]["rounds"]) == iterations
+    assert len(received(vllm, offset, rid)) == iterations
+    assert answer.choices[0].message.content == "B"
+
+
+def test_every_input_form_streaming_and_not(gw: LiveGateway, origin: Origin, clip: Path) -> None:
+    data = clip.read_bytes()
+    url = origin.file("/clip.mp4", data)
+    data_url = "data:video/mp4;base64," + base64.b64encode(data).decode()
+    uploaded = sdk(gw).files.create(file=("clip.mp4", data, "video/mp4"), purpose="user_data")
+    forms: dict[str, list[dict[str, Any]] | str] = {
+        "video_url": [video_part(url), {"type": "text", "text": QUESTION}],
+        "data_url": [video_part(data_url), {"type": "text", "text": QUESTION}],
+        "dify_image_url": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}],
+        "file_id": [{"type": "file", "file": {"file_id": uploaded.id}}, {"type": "text", "text": QUESTION}],
+        "link_in_text": f"Please watch {url} and answer.\n{QUESTION}",
+    }
+    for name, content in forms.items():
+        plain = ask(gw, content)
+        assert plain.choices[0].message.content == "B", name
+        streamed, reasoning, perception = merged(ask(gw, content, stream=True))
+        assert streamed == "B", name
+        assert "Round 1/2" in reasoning and "The bars move." in reasoning, name
+        assert perception["segments"] == [[1.0, 2.5]], name
+    assert origin.hits["/clip.mp4"] == 1  # every URL form after the first came from the cache
+
+
+def test_stream_chunks_parse_and_end_with_usage(gw: LiveGateway, origin: Origin, clip: Path) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    chunks = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}], stream=True)
+    assert all(c.object == "chat.completion.chunk" and c.model == "videochat-r1.5" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, json={
+        "model": "videochat-r1.5", "stream": True, "temperature": 0, "vchat": {"iterations": 1},
+        "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
+    }) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert all(line.startswith("data: ") for line in lines)
+
+
+def test_follow_up_reuses_the_video_without_fetching_or_decoding(gw: LiveGateway, origin: Origin,
+                                                                 clip: Path) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    first = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}])
+    grids = list((gw.settings.media_dir / "objects").glob("*/grids/*"))
+    stamps = {g: g.stat().st_mtime_ns for g in grids}
+    follow_up = sdk(gw).chat.completions.create(model="videochat-r1.5", extra_body={"vchat": {"iterations": 2}},
+                                                **GREEDY, messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]},
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "And which option is wrong?\nA. the bars\nB. nothing"},
+    ])
+    assert follow_up.choices[0].message.content == "B"
+    assert follow_up.model_extra["perception"]["video"]["id"] == first.model_extra["perception"]["video"]["id"]
+    assert origin.hits["/clip.mp4"] == 1
+    assert {g: g.stat().st_mtime_ns for g in grids} == stamps  # the same frame grid, not decoded again
+
+
+def test_adapter_is_chosen_by_model_name(gw: LiveGateway, vllm: VllmHandle, origin: Origin, clip: Path) -> None:
+    from tests.integration.test_models_and_ready import load_random_adapter
+
+    load_random_adapter(vllm)
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    offset = vllm.log_offset()
+    rid = f"lora-{time.monotonic_ns()}"
+    answer = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}], iterations=1, request_id=rid,
+                 model="random-r8")
+    assert answer.model == "random-r8"
+    lines = received(vllm, offset, rid)
+    assert len(lines) == 1 and "lora_name='random-r8'" in lines[0]
+    base = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}], iterations=1)
+    assert base.choices[0].message.content == "B"
+    assert answer.model_extra["perception"]["rounds"][0]["answer"] != "B"  # the adapter changed the reply
+
+
+def test_unknown_model_and_too_many_iterations(gw: LiveGateway, origin: Origin, clip: Path) -> None:
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    content = [video_part(url), {"type": "text", "text": QUESTION}]
+    with pytest.raises(openai.NotFoundError) as missing:
+        ask(gw, content, model="no-such-adapter")
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as too_many:
+        ask(gw, content, iterations=99)
+    assert too_many.value.code == "invalid_value"
+    assert too_many.value.param == "vchat.iterations"
+    assert origin.hits["/clip.mp4"] <= 1
+
+
+def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                         origin: Origin) -> None:
+    # vLLM-CPU here has an encoder cache of 2048 tokens; the gateway is told 7680, and asked for 512 frames.
+    gw = gateway_factory(vllm_url=vllm.base_url, max_visual_tokens=7680, frame_min_pixels=28 * 28 * 16)
+    long_clip = make_clip(seconds=30, size="640x360", fps=30)
+    url = origin.file("/long.mp4", long_clip.read_bytes())
+    answer = sdk(gw).chat.completions.create(
+        model="videochat-r1.5", messages=[{"role": "user", "content": [video_part(url), {"type": "text",  # type: ignore[list-item]
+                                                                                          "text": QUESTION}]}],
+        extra_body={"vchat": {"iterations": 2, "max_frames": 512, "fps": 30}}, **GREEDY)
+    rounds = answer.model_extra["perception"]["rounds"]
+    assert all(r["visual_tokens"] <= 2048 for r in rounds)
+    assert answer.choices[0].message.content == "B"
+
+
+def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                  origin: Origin, clip: Path) -> None:
+    from tests.integration.test_models_and_ready import load_random_adapter
+
+    load_random_adapter(vllm)  # its replies are long noise: round 1 is still generating when we leave
+    gw = gateway_factory(vllm_url=vllm.base_url)
+    url = origin.file("/clip.mp4", clip.read_bytes())
+    offset = vllm.log_offset()
+    rid = f"leave-{time.monotonic_ns()}"
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
+        "model": "random-r8", "stream": True, "temperature": 1.0, "max_tokens": 3000, "vchat": {"iterations": 3},
+        "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
+    }) as response:
+        assert response.status_code == 200
+        for n, _ in enumerate(response.iter_lines()):
+            if n > 8:
+                break  # leave while round 1 is generating
+    first = re.escape(f"chatcmpl-{rid}-r1")
+    aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not aborted.search(vllm.log_since(offset)):
+        time.sleep(0.5)
+    log = vllm.log_since(offset)
+    assert aborted.search(log), log[-2000:]
+    time.sleep(2)
+    assert len(received(vllm, offset, rid)) == 1  # no later round was started
+
+
+def test_beyond_capacity_is_429_with_retry_after(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                 origin: Origin) -> None:
+    gw = gateway_factory(vllm_url=vllm.base_url, max_active_jobs=1, max_queued_jobs=0)
+    # A clip no test has decoded yet: the first job holds the only slot while it decodes and asks vLLM.
+    url = origin.file("/capacity.mp4", make_clip(seconds=12, size="480x270", fps=25).read_bytes())
+    body = {"model": "videochat-r1.5", "temperature": 0, "max_tokens": 64, "vchat": {"iterations": 2},
+            "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}]}
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=300)
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status_code for r in answers)
+    assert 200 in statuses and 429 in statuses, statuses
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert int(refused.headers["retry-after"]) > 0
+    assert next(r for r in answers if r.status_code == 200).json()["choices"][0]["message"]["content"] == "B"
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'vchat_answers_total{outcome="ok"}' in metrics and "vchat_round_visual_tokens_bucket" in metrics
