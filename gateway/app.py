@@ -15,6 +15,7 @@ from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import chat, files, health, metrics, models, videos
+from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client
 from gateway.backends.vllm import VllmBackend
 from gateway.media.files import FileRegistry
 from gateway.media.guard import HostPolicy, guarded_async_client
@@ -31,7 +32,20 @@ class State(TypedDict):
     vllm: VllmBackend | None
     media: VideoLibrary
     perception: PerceptionLoop | None
+    gemini: GeminiBackend | None
     admission: Admission
+
+
+def gemini_config(settings: Settings) -> GeminiConfig:
+    """The Gemini backend's view of the settings."""
+    assert settings.gemini_api_key is not None
+    return GeminiConfig(
+        api_key=settings.gemini_api_key, model=settings.gemini_model,
+        base_url=str(settings.gemini_base_url).rstrip("/") if settings.gemini_base_url else None,
+        timeout_s=settings.gemini_timeout_s, inline_max_bytes=settings.gemini_inline_max_bytes,
+        upload_ready_timeout_s=settings.gemini_upload_ready_timeout_s, video_fps=settings.gemini_video_fps,
+        media_resolution=settings.gemini_media_resolution, max_retries=settings.gemini_max_retries,
+    )
 
 
 def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> FastAPI:
@@ -56,8 +70,16 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                 api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
                 vllm = VllmBackend(http, settings.vllm_base, api_key, settings.vllm_timeout_s)
                 perception = PerceptionLoop(vllm, media, settings, app_metrics)
+            gemini = None
+            if settings.gemini_api_key is not None:
+                config = gemini_config(settings)
+                gemini_http = await stack.enter_async_context(httpx2.AsyncClient(trust_env=False))
+                client = make_client(config, gemini_http)
+                stack.callback(client.close)
+                gemini = GeminiBackend(client, config)
+                stack.push_async_callback(gemini.aclose)
             admission = Admission(settings.max_active_jobs, settings.max_queued_jobs, app_metrics)
-            yield State(vllm=vllm, media=media, perception=perception, admission=admission)
+            yield State(vllm=vllm, media=media, perception=perception, gemini=gemini, admission=admission)
 
     app = FastAPI(
         title="vChat gateway",
@@ -67,6 +89,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
     )
     app.state.settings = settings
     app.state.metrics = app_metrics
+    app.state.gemini_health = {}  # /ready caches Gemini's state briefly
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)

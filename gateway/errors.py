@@ -17,6 +17,7 @@
     ├── MethodNotAllowed             (405 invalid_request_error / method_not_allowed)
     ├── ClientGone                   (499 client_closed_request: the client left before the answer)
     ├── RateLimited                  (429 rate_limit_error, with Retry-After)
+    ├── BackendRefused               (502 api_error / backend_refused: a backend refused a request we built)
     └── BackendUnavailable           (503 service_unavailable, with Retry-After)
         └── BackendTimeout           (504 timeout)
 
@@ -172,6 +173,14 @@ class RateLimited(VChatError):
     status_code = 429
     error_type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
+
+
+class BackendRefused(VChatError):
+    """Raised when a backend refuses a request the gateway built (Gemini's 400s, a video it cannot process)."""
+
+    status_code = 502
+    error_type = "api_error"
+    default_code: ClassVar[str | None] = "backend_refused"
 
 
 class BackendUnavailable(VChatError):

@@ -73,7 +73,36 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(8, ge=1, description="Perception jobs running at once.")
     max_queued_jobs: int = Field(32, ge=0, description="Jobs waiting for a slot; beyond it requests get 429.")
 
-    @field_validator("vllm_url", mode="before")
+    # --- Gemini (optional; merged with the local model, or alone) ---
+    gemini_api_key: SecretStr | None = Field(
+        None, description="Gemini API key; when set, Gemini-merged models and a Gemini-only model are offered."
+    )
+    gemini_model: str = Field("gemini-flash-latest", min_length=1, description="Gemini model the gateway calls.")
+    gemini_model_id: str = Field(
+        "gemini", min_length=1, description="Model name clients use for Gemini alone (listed in /v1/models)."
+    )
+    gemini_base_url: AnyHttpUrl | None = Field(None, description="Gemini endpoint override (tests, proxies).")
+    gemini_timeout_s: float = Field(120.0, gt=0, description="Time limit for one Gemini call.")
+    gemini_deadline_s: float = Field(
+        300.0, gt=0, description="Time Gemini gets for one question, upload included; past it the local answer "
+        "is returned with a warning.",
+    )
+    gemini_inline_max_bytes: int = Field(
+        15_000_000, ge=0, description="Largest video sent to Gemini inline; larger ones go through its Files API."
+    )
+    gemini_upload_ready_timeout_s: float = Field(
+        300.0, gt=0, description="Deadline for an uploaded video to become ACTIVE at Gemini."
+    )
+    gemini_video_fps: float | None = Field(None, gt=0, le=24, description="Frames per second Gemini samples.")
+    gemini_media_resolution: Literal["low", "medium", "high"] | None = Field(
+        None, description="Gemini's media resolution (low: about 100 tokens per second of video)."
+    )
+    gemini_max_retries: int = Field(3, ge=0, le=10, description="Retries for Gemini's 408/429/5xx answers.")
+    merge_mode: Literal["gemini_context", "gemini_final", "side_by_side"] = Field(
+        "gemini_context", description="How `+gemini` models merge the two answers (see README, Gemini)."
+    )
+
+    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value in ("", "none", "off") else value

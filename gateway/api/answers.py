@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 from gateway.media.library import Asset
-from gateway.perception.loop import Event, LoopRequest, Piece, RoundFinished, RoundStarted, Usage
+from gateway.perception.loop import LoopRequest, Piece, RoundFinished, RoundStarted, Usage
+from gateway.perception.merge import GeminiFinished, GeminiText, MergedEvent, MergeMode, Notice, Section
 
 
 def _span_text(spans: tuple[tuple[float, float], ...]) -> str:
@@ -19,7 +20,7 @@ def _span_text(spans: tuple[tuple[float, float], ...]) -> str:
 class AnswerBuilder:
     """Chunks for one answer: earlier rounds as ``reasoning_content``, the last round's ``<answer>`` as content."""
 
-    def __init__(self, model: str, asset: Asset, req: LoopRequest) -> None:
+    def __init__(self, model: str, asset: Asset, req: LoopRequest, merged: MergeMode | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -29,6 +30,11 @@ class AnswerBuilder:
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.warnings: list[str] = []
+        self.merged = merged
+        self.sources: list[str] = []
+        self.gemini: dict[str, Any] | None = None
+        self._content_started = False
+        self._evidence_started = False
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -37,16 +43,42 @@ class AnswerBuilder:
     def start(self) -> dict[str, Any]:
         return self.chunk({"role": "assistant", "content": ""})
 
-    def on_event(self, event: Event) -> list[dict[str, Any]]:
+    def on_event(self, event: MergedEvent) -> list[dict[str, Any]]:
         if isinstance(event, RoundStarted):
             return self._started(event)
         if isinstance(event, Piece):
             if event.channel == "glue":
                 return []
             if event.channel == "content" and event.round == self.req.iterations:
-                return [self.chunk({"content": event.text})]
+                return self._content(event.text)
             return [self.chunk({"reasoning_content": event.text})]
-        return self._finished(event)
+        if isinstance(event, RoundFinished):
+            return self._finished(event)
+        if isinstance(event, Section):
+            gap = "\n\n" if self._content_started else ""
+            return self._content(f"{gap}**{event.label}:** ")
+        if isinstance(event, GeminiText):
+            if event.role == "content":
+                return self._content(event.text)
+            heading = "" if self._evidence_started else "\nGemini's notes for the final round:\n"
+            self._evidence_started = True
+            return [self.chunk({"reasoning_content": heading + event.text})]
+        if isinstance(event, GeminiFinished):
+            answer = event.answer
+            self.gemini = {"model_version": answer.model_version,
+                           "video_via": answer.video_via, "role": event.role,
+                           "usage": {"prompt_tokens": answer.usage.prompt_tokens,
+                                     "completion_tokens": answer.usage.candidates_tokens}}
+            if "gemini" not in self.sources:
+                self.sources.append("gemini")
+            return [self.chunk({"reasoning_content": "\n"})] if event.role == "evidence" else []
+        assert isinstance(event, Notice)
+        self.warnings.append(event.text)
+        return [self.chunk({"reasoning_content": f"Note: {event.text}\n"})]
+
+    def _content(self, text: str) -> list[dict[str, Any]]:
+        self._content_started = True
+        return [self.chunk({"content": text})]
 
     def _started(self, event: RoundStarted) -> list[dict[str, Any]]:
         if self.rounds and self.rounds[-1]["round"] == event.round:
@@ -66,6 +98,8 @@ class AnswerBuilder:
 
     def _finished(self, event: RoundFinished) -> list[dict[str, Any]]:
         record = self.rounds[-1]
+        if "local" not in self.sources:
+            self.sources.insert(0, "local")
         record.update({
             "answer": event.reply.answer if event.reply.answer is not None else event.text.strip(),
             "segments": [list(s) for s in event.segments], "finish_reason": event.finish_reason,
@@ -88,7 +122,8 @@ class AnswerBuilder:
     def perception(self) -> dict[str, Any]:
         grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
         return {"video": {"id": self.asset.id, **dataclasses.asdict(self.asset.facts)}, "rounds": self.rounds,
-                "segments": grounded, "sources": ["local"], "model": self.model, "warnings": self.warnings}
+                "segments": grounded, "sources": self.sources, "merge": self.merged, "gemini": self.gemini,
+                "model": self.model, "warnings": self.warnings}
 
     def usage_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,

@@ -71,6 +71,8 @@ class VChatOptions(_Lenient):
     iterations: int | None = Field(None, ge=1, description="Perception rounds (1 = a single look).")
     max_frames: int | None = Field(None, ge=4, le=512, description="Most frames per round.")
     fps: float | None = Field(None, gt=0, le=30, description="Frames per second to sample.")
+    merge: Literal["gemini_context", "gemini_final", "side_by_side", "off"] | None = Field(
+        None, description="How Gemini's answer is merged (off: the local model alone).")
 
 
 class ChatCompletionRequest(_Lenient):

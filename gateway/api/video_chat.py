@@ -16,13 +16,16 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.api.admission import Admission
 from gateway.api.answers import AnswerBuilder, merge
+from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.streaming import ClosingStreamingResponse
 from gateway.api.video_refs import VideoRef, resolve
+from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
 from gateway.media.library import VideoLibrary
 from gateway.metrics import Metrics
 from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, RoundFinished
+from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
 from gateway.perception.prompts import split_options
 from gateway.settings import Settings
 
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_QUESTION = "Describe what happens in the video."
 
 
-def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str, settings: Settings) -> LoopRequest:
+def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str | None, settings: Settings) -> LoopRequest:
     """The loop's view of the request; refuses perception knobs outside the configured limits."""
     iterations = body.vchat.iterations or settings.default_iterations
     if iterations > settings.max_iterations:
@@ -48,18 +51,18 @@ def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str, setting
         "max_tokens": body.max_completion_tokens or body.max_tokens or settings.round_max_tokens,
     }
     return LoopRequest(
-        model=model, question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
+        model=model or "", question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
         max_frames=body.vchat.max_frames or settings.max_frames, fps=body.vchat.fps or settings.sample_fps,
         sampling={key: value for key, value in sampling.items() if value is not None},
     )
 
 
 class _Job:
-    """One answer's chunk stream; ``committed`` turns true once vLLM has produced something."""
+    """One answer's chunk stream; ``committed`` turns true once a model has produced something."""
 
-    def __init__(self, loop: PerceptionLoop, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
+    def __init__(self, merger: Merger, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
                  include_usage: bool) -> None:
-        self.loop, self.admission, self.library, self.builder = loop, admission, library, builder
+        self.merger, self.admission, self.library, self.builder = merger, admission, library, builder
         self.include_usage = include_usage
         self.committed = False
 
@@ -67,9 +70,9 @@ class _Job:
         builder = self.builder
         async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
             yield builder.start()
-            async with aclosing(self.loop.run(builder.asset, builder.req)) as events:
+            async with aclosing(self.merger.run(builder.asset, builder.req)) as events:
                 async for event in events:
-                    if isinstance(event, Piece | RoundFinished):
+                    if isinstance(event, Piece | RoundFinished | GeminiText | GeminiFinished):
                         self.committed = True
                     for chunk in builder.on_event(event):
                         yield chunk
@@ -82,20 +85,23 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, model: str,
+async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: ModelRoute,
                              request: Request) -> Response:
-    """Resolve the video, then stream or return the answer. Errors before vLLM answers are plain JSON errors."""
+    """Resolve the video, then stream or return the answer. Errors before a model answers are plain JSON errors."""
     state = request.state
     library = cast(VideoLibrary, state.media)
-    loop = cast(PerceptionLoop, state.perception)
     metrics = cast(Metrics, request.app.state.metrics)
     settings = cast(Settings, request.app.state.settings)
     asset = await resolve(ref, library)
-    req = loop_request(body, ref, model, settings)
-    loop.plan(asset, req)  # a video that cannot be sampled is refused before anything starts
-    builder = AnswerBuilder(body.model, asset, req)
+    req = loop_request(body, ref, route.local, settings)
+    loop = cast(PerceptionLoop | None, state.perception) if route.local is not None else None
+    if loop is not None:
+        loop.plan(asset, req)  # a video that cannot be sampled is refused before anything starts
+    gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
+    merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
+    builder = AnswerBuilder(body.model, asset, req, merged=route.mode)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    job = _Job(loop, cast(Admission, state.admission), library, builder, include_usage)
+    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage)
     chunks = job.chunks()
     try:
         if not body.stream:

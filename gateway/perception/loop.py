@@ -7,7 +7,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -109,13 +109,17 @@ class PerceptionLoop:
         needed = 2 * plan.nframes / max(asset.probe.duration_s, 1e-3)
         return round(min(asset.probe.fps, max(self.settings.grid_fps, needed)), 3)
 
-    async def run(self, asset: Asset, req: LoopRequest) -> AsyncGenerator[Event, None]:
+    async def run(self, asset: Asset, req: LoopRequest,
+                  final_context: Callable[[], Awaitable[str | None]] | None = None) -> AsyncGenerator[Event, None]:
+        """The rounds' events. ``final_context`` is awaited just before the last round; text it returns is put in
+        front of that round's prompt as evidence (how Gemini's analysis reaches the local model)."""
         spans: tuple[Span, ...] = ()
         for number in range(1, req.iterations + 1):
             last = number == req.iterations
+            context = await final_context() if last and final_context is not None else None
             for attempt in range(2):
                 try:
-                    async for event in self._round(asset, req, number, last, spans):
+                    async for event in self._round(asset, req, number, last, spans, context):
                         if isinstance(event, RoundFinished):
                             spans = event.segments
                         yield event
@@ -129,7 +133,7 @@ class PerceptionLoop:
                     logger.warning("vLLM's encoder cache holds %d visual tokens; planning under it", self.token_limit)
 
     async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
-                     spans: tuple[Span, ...]) -> AsyncGenerator[Event, None]:
+                     spans: tuple[Span, ...], context: str | None = None) -> AsyncGenerator[Event, None]:
         plan = self.plan(asset, req)
         grid = await self.library.grid(asset, width=plan.width, height=plan.height,
                                        grid_fps=self.grid_fps(asset, plan))
@@ -149,7 +153,8 @@ class PerceptionLoop:
             "model": req.model,
             "messages": [{"role": "user", "content": [
                 {"type": "video_url", "video_url": {"url": video}},
-                {"type": "text", "text": round_prompt(req.question, req.options, glue=not last)},
+                {"type": "text",
+                 "text": _with_context(round_prompt(req.question, req.options, glue=not last), context)},
             ]}],
             "stream_options": {"include_usage": True},
             # One id across the gateway's and vLLM's logs (vLLM names its request after it).
@@ -187,6 +192,13 @@ class PerceptionLoop:
         reply = parse_reply(text)
         segments = () if last else tuple(parse_glue(reply.glue_text or "", probe.duration_s))
         yield RoundFinished(number, last, reply, text, segments, usage, finish, round(seconds, 3))
+
+
+def _with_context(prompt: str, context: str | None) -> str:
+    if not context:
+        return prompt
+    return (f"Notes from another model that watched the video and heard its audio (they may be wrong):\n"
+            f"{context.strip()}\n\n{prompt}")
 
 
 def _tokens(frames: int, grid: FrameGrid) -> int:

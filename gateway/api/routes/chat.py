@@ -10,24 +10,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api.deps import vllm_backend
+from gateway.api.routing import route_model
 from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.streaming import ClosingStreamingResponse
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
-from gateway.backends.vllm import VllmBackend
-from gateway.errors import InvalidRequest, ModelNotFound, VChatError
+from gateway.errors import InvalidRequest, VChatError
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
-
-
-async def resolve_model(vllm: VllmBackend, name: str) -> str:
-    """The vLLM model (base or adapter) a client's ``model`` names; 404 ``model_not_found`` otherwise."""
-    served = [model.id for model in await vllm.list_models()]
-    if name not in served:
-        raise ModelNotFound(f"The model '{name}' does not exist. Available models: {', '.join(served)}.",
-                            param="model")
-    return name
 
 
 def sampling_params(body: ChatCompletionRequest) -> dict[str, object]:
@@ -56,11 +47,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     is passed to vLLM. Streaming or not, the client's model name is echoed back."""
     _check(body)
     ref = find_video(body.messages)
+    route = await route_model(request, body.model, body.vchat.merge)
+    if ref is not None:
+        return await answer_about_video(body, ref, route, request)
+    if route.local is None:
+        raise InvalidRequest(f"'{body.model}' answers questions about videos: include one (a URL, an upload or a "
+                             "link in the text).", param="messages", code="video_required")
     # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
     vllm = vllm_backend(request)
-    model = await resolve_model(vllm, body.model)
-    if ref is not None:
-        return await answer_about_video(body, ref, model, request)
+    model = route.local
     params: dict[str, object] = {
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in body.messages],

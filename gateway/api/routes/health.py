@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from typing import cast
+
 from fastapi import APIRouter, Request
 
 from gateway.api.deps import SettingsDep
+from gateway.backends.gemini import GeminiBackend
 from gateway.backends.vllm import RETRY_AFTER_S, VllmBackend
-from gateway.errors import BackendUnavailable
+from gateway.errors import BackendUnavailable, VChatError
 
 router = APIRouter(tags=["health"])
+# Gemini is a paid, rate-limited API: a probe every few seconds must not call it every time.
+GEMINI_HEALTH_TTL_S = 60.0
 
 
 @router.get("/health")
@@ -19,16 +25,43 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(request: Request, settings: SettingsDep) -> dict[str, object]:
-    """Every configured backend answers and serves its model; otherwise 503 with the reason."""
-    vllm: VllmBackend | None = request.state.vllm
-    if vllm is None:
-        raise BackendUnavailable("No model backend is configured.", code="no_backend",
-                                 retry_after=RETRY_AFTER_S)
-    await vllm.health(settings.ready_timeout_s)
-    served = [model.id for model in await vllm.list_models()]
-    if settings.served_model_name not in served:
-        raise BackendUnavailable(
-            f"vLLM is up but does not serve '{settings.served_model_name}' (it serves: {', '.join(served)}).",
-            code="model_not_loaded", retry_after=RETRY_AFTER_S,
-        )
-    return {"status": "ready", "backends": {"vllm": {"status": "ok", "models": served}}}
+    """Ready when the primary backend works: vLLM (serving its model) when configured, else Gemini.
+
+    Gemini's state is reported but does not make a gateway with a working vLLM unready: merged answers fall back
+    to the local model on their own. 503 with the reason otherwise.
+    """
+    vllm = cast(VllmBackend | None, request.state.vllm)
+    gemini = cast(GeminiBackend | None, request.state.gemini)
+    backends: dict[str, object] = {}
+    if vllm is None and gemini is None:
+        raise BackendUnavailable("No model backend is configured.", code="no_backend", retry_after=RETRY_AFTER_S)
+    if vllm is not None:
+        await vllm.health(settings.ready_timeout_s)
+        served = [model.id for model in await vllm.list_models()]
+        if settings.served_model_name not in served:
+            raise BackendUnavailable(
+                f"vLLM is up but does not serve '{settings.served_model_name}' (it serves: {', '.join(served)}).",
+                code="model_not_loaded", retry_after=RETRY_AFTER_S,
+            )
+        backends["vllm"] = {"status": "ok", "models": served}
+    if gemini is not None:
+        problem = await _gemini_problem(request, gemini, settings.ready_timeout_s)
+        if problem is not None and vllm is None:
+            raise BackendUnavailable(f"Gemini is unavailable: {problem}", retry_after=RETRY_AFTER_S)
+        backends["gemini"] = {"status": "ok" if problem is None else "unavailable", "model": gemini.model,
+                              **({"reason": problem} if problem else {})}
+    return {"status": "ready", "backends": backends}
+
+
+async def _gemini_problem(request: Request, gemini: GeminiBackend, timeout_s: float) -> str | None:
+    cache = cast(dict[str, object], request.app.state.gemini_health)
+    checked_at = cache.get("at")
+    if isinstance(checked_at, float) and time.monotonic() - checked_at < GEMINI_HEALTH_TTL_S:
+        return cast(str | None, cache.get("problem"))
+    try:
+        await gemini.health(timeout_s)
+        problem = None
+    except VChatError as exc:
+        problem = exc.message
+    cache.update(at=time.monotonic(), problem=problem)
+    return problem

