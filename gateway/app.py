@@ -14,7 +14,7 @@ from gateway.api.admission import Admission
 from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from gateway.api.routes import chat, files, health, metrics, models, videos
+from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
 from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client
 from gateway.backends.vllm import VllmBackend
 from gateway.media.files import FileRegistry
@@ -96,6 +96,8 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
 
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(web.router)  # the page at / (public; it sends the key on its /v1 calls)
+    app.include_router(admin.router)
     for router in (models.router, chat.router, files.router, videos.router):
         app.include_router(router, dependencies=[Depends(require_api_key)])
     return app

@@ -48,6 +48,12 @@ def _env_table(_: argparse.Namespace) -> None:
     sys.stdout.write(env_table())
 
 
+def _adapters(args: argparse.Namespace) -> None:
+    from adapters.cli import main as adapters_main
+
+    sys.exit(adapters_main(args.rest, load_settings()))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``vchat`` and ``python -m gateway``."""
     parser = argparse.ArgumentParser(prog="vchat", description="vChat gateway")
@@ -55,5 +61,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("serve", help="run the gateway (default)").set_defaults(func=_serve)
     sub.add_parser("env-table", help="print the README's environment-variable table").set_defaults(
         func=_env_table)
+    adapters = sub.add_parser("adapters", help="list, validate, add or remove LoRA adapters", add_help=False)
+    adapters.add_argument("rest", nargs=argparse.REMAINDER)
+    adapters.set_defaults(func=_adapters)
     args = parser.parse_args(argv)
     getattr(args, "func", _serve)(args)

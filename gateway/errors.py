@@ -15,6 +15,7 @@
     ├── NotFound                     (404 invalid_request_error / not_found)
     │   └── ModelNotFound            (404 invalid_request_error / model_not_found)
     ├── MethodNotAllowed             (405 invalid_request_error / method_not_allowed)
+    ├── Conflict                     (409 invalid_request_error / conflict)
     ├── ClientGone                   (499 client_closed_request: the client left before the answer)
     ├── RateLimited                  (429 rate_limit_error, with Retry-After)
     ├── BackendRefused               (502 api_error / backend_refused: a backend refused a request we built)
@@ -165,6 +166,14 @@ class ClientGone(VChatError):
     status_code = 499
     error_type = "invalid_request_error"
     default_code = "client_closed_request"
+
+
+class Conflict(VChatError):
+    """Raised when the request clashes with what exists (an adapter name already taken)."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class RateLimited(VChatError):

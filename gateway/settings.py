@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     )
     ffmpeg_timeout_s: float = Field(600.0, gt=0, description="Time limit for one ffmpeg/ffprobe/yt-dlp run.")
 
+    # --- adapters ---
+    model: str | None = Field(
+        None, description="Checkpoint to serve: a local directory or a hub id. Empty: the tiny test model."
+    )
+    adapters_dir: Path = Field(
+        Path("var/adapters"), description="Adapter directory; each subfolder is loaded at start-up."
+    )
+    max_lora_rank: int = Field(16, ge=1, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
+    vllm_replicas: Annotated[list[AnyHttpUrl], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated base URLs of every vLLM replica adapters are loaded into (default: the vLLM URL).",
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Key for the /admin routes (adapters); they are off when empty."
+    )
+
     # --- perception (VideoChat-R1.5's loop) ---
     default_iterations: int = Field(3, ge=1, le=16, description="Perception rounds when a request does not say.")
     max_iterations: int = Field(5, ge=1, le=16, description="Most perception rounds a request may ask for.")
@@ -102,7 +118,7 @@ class Settings(BaseSettings):
         "gemini_context", description="How `+gemini` models merge the two answers (see README, Gemini)."
     )
 
-    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", mode="before")
+    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", "admin_key", "model", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value in ("", "none", "off") else value
@@ -114,12 +130,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
-    @field_validator("api_keys", "media_allowed_hosts", mode="before")
+    @field_validator("api_keys", "media_allowed_hosts", "vllm_replicas", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @property
+    def replicas(self) -> list[str]:
+        """Every vLLM replica's base URL (the configured list, else the one vLLM URL)."""
+        if self.vllm_replicas:
+            return [str(url).rstrip("/") for url in self.vllm_replicas]
+        return [self.vllm_base] if self.vllm_base else []
+
+    @property
+    def base_model_names(self) -> tuple[str, ...]:
+        """What adapters may name as their base: the served name and the checkpoint."""
+        return (self.served_model_name, *([self.model] if self.model else []))
 
     @property
     def vllm_base(self) -> str | None:

@@ -1,0 +1,67 @@
+"""Loads and unloads an adapter in EVERY vLLM replica at run time, confirming each through its ``/v1/models``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx2
+
+
+@dataclass(frozen=True)
+class ReplicaResult:
+    url: str
+    ok: bool
+    detail: str
+
+
+async def _listed(http: httpx2.AsyncClient, url: str, name: str, headers: dict[str, str]) -> bool:
+    response = await http.get(f"{url}/v1/models", headers=headers)
+    response.raise_for_status()
+    return any(card.get("id") == name for card in response.json().get("data", []))
+
+
+async def _load_one(http: httpx2.AsyncClient, url: str, name: str, path: str,
+                    headers: dict[str, str]) -> ReplicaResult:
+    try:
+        if await _listed(http, url, name, headers):
+            return ReplicaResult(url, True, "already loaded")
+        response = await http.post(f"{url}/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path},
+                                   headers=headers)
+        if response.status_code != 200 and "already" not in response.text:
+            return ReplicaResult(url, False, f"HTTP {response.status_code}: {response.text[:300]}")
+        if not await _listed(http, url, name, headers):
+            return ReplicaResult(url, False, "loaded but not listed in /v1/models")
+        return ReplicaResult(url, True, "loaded")
+    except httpx2.HTTPError as exc:
+        return ReplicaResult(url, False, f"unreachable ({type(exc).__name__})")
+
+
+async def _unload_one(http: httpx2.AsyncClient, url: str, name: str, headers: dict[str, str]) -> ReplicaResult:
+    try:
+        if not await _listed(http, url, name, headers):
+            return ReplicaResult(url, True, "not loaded")
+        response = await http.post(f"{url}/v1/unload_lora_adapter", json={"lora_name": name}, headers=headers)
+        if response.status_code != 200:
+            return ReplicaResult(url, False, f"HTTP {response.status_code}: {response.text[:300]}")
+        if await _listed(http, url, name, headers):
+            return ReplicaResult(url, False, "unloaded but still listed in /v1/models")
+        return ReplicaResult(url, True, "unloaded")
+    except httpx2.HTTPError as exc:
+        return ReplicaResult(url, False, f"unreachable ({type(exc).__name__})")
+
+
+async def load_everywhere(replicas: list[str], name: str, path: str, *, api_key: str | None = None,
+                          timeout_s: float = 120.0) -> list[ReplicaResult]:
+    """Load ``name`` from ``path`` (as the replicas see it) into every replica, concurrently."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx2.AsyncClient(timeout=timeout_s, trust_env=False) as http:
+        return list(await asyncio.gather(*(_load_one(http, url.rstrip("/"), name, path, headers)
+                                           for url in replicas)))
+
+
+async def unload_everywhere(replicas: list[str], name: str, *, api_key: str | None = None,
+                            timeout_s: float = 60.0) -> list[ReplicaResult]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx2.AsyncClient(timeout=timeout_s, trust_env=False) as http:
+        return list(await asyncio.gather(*(_unload_one(http, url.rstrip("/"), name, headers) for url in replicas)))
