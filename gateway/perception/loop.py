@@ -158,7 +158,10 @@ class PerceptionLoop:
             ]}],
             "stream_options": {"include_usage": True},
             # One id across the gateway's and vLLM's logs (vLLM names its request after it).
-            "extra_headers": {"X-Request-Id": f"{request_id_var.get() or 'req'}-r{number}"},
+            # A router in front of several vLLM replicas hashes on the video id (k8s/overlays/multi-replica), so
+            # every round and follow-up about one video lands where its prefix and encoder caches are.
+            "extra_headers": {"X-Request-Id": f"{request_id_var.get() or 'req'}-r{number}",
+                              "x-vchat-video-id": asset.id},
             **req.sampling,
             "extra_body": {
                 # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
