@@ -48,7 +48,9 @@ async def route_model(request: Request, name: str, merge: str | None) -> ModelRo
             return ModelRoute(name, None, True, mode, "no local model is configured")
         raise ModelNotFound(f"The model '{name}' does not exist: no local model is configured.", param="model")
     try:
-        served = [model.id for model in await vllm.list_models()]
+        served = await vllm.model_ids()
+        if local not in served:  # perhaps an adapter loaded a moment ago
+            served = await vllm.model_ids(max_age_s=0)
     except BackendUnavailable as exc:
         if mode is not None:
             return ModelRoute(name, None, True, mode, exc.message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class VllmBackend:
         self._http = http
         self._timeout_s = timeout_s
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._ids: tuple[float, list[str]] | None = None
         self.openai = openai.AsyncOpenAI(
             base_url=f"{base_url}/v1", api_key=api_key or "unused", http_client=http,
             max_retries=0, timeout=timeout_s,
@@ -49,6 +51,14 @@ class VllmBackend:
                 f"vLLM at {self.base_url} reports itself unhealthy (HTTP {response.status_code}).",
                 retry_after=RETRY_AFTER_S,
             )
+
+    async def model_ids(self, max_age_s: float = 2.0) -> list[str]:
+        """The served model ids, from a copy at most ``max_age_s`` old (routing every request must not cost a
+        round trip to vLLM); callers refresh with ``max_age_s=0`` when a name is missing."""
+        now = time.monotonic()
+        if self._ids is None or now - self._ids[0] > max_age_s:
+            self._ids = (now, [model.id for model in await self.list_models()])
+        return self._ids[1]
 
     async def list_models(self) -> list[ServedModel]:
         """Every model vLLM serves right now, base model first as vLLM lists it."""
