@@ -49,8 +49,9 @@ class AnswerBuilder:
         if isinstance(event, Piece):
             if event.channel == "glue":
                 return []
-            if event.channel == "content" and event.round == self.req.iterations:
-                return self._content(event.text)
+            if event.channel == "content":
+                # An earlier round's answer is summarised when the round ends ("→ answer B; looking closer at …").
+                return self._content(event.text) if event.round == self.req.iterations else []
             return [self.chunk({"reasoning_content": event.text})]
         if isinstance(event, RoundFinished):
             return self._finished(event)
