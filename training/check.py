@@ -1,0 +1,91 @@
+"""Greedy replies of an adapter to its dataset's first questions, decoded with vLLM's positions (torch).
+
+    python -m training.check --adapter adapters/NAME --data DATA.jsonl [--base MODEL_DIR] [--limit 8]
+
+Prints one JSON object per sample: line, expected (the first assistant turn) and got. transformers' generate()
+places text after a video at other positions than vLLM does, so this decodes step by step as vLLM would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.collate import Encoder
+from training.conversation import Turn, prompted
+from training.dataset import DatasetInvalid, load_dataset
+from training.export import MANIFEST
+from training.frames import FrameSettings, VideoFrames
+from vllm_launch.teach import vllm_positions
+
+
+def greedy(model: Any, encoder: Encoder, turns: Sequence[Turn], frames: VideoFrames, max_new_tokens: int = 64) -> str:
+    """The model's greedy reply to turns (which end with a user turn), as vLLM would decode it."""
+    import numpy as np
+    import torch
+
+    prompt = encoder.prompt(turns, frames)
+    ids = prompt["input_ids"]
+    positions = torch.from_numpy(np.ascontiguousarray(
+        vllm_positions(ids, encoder.video_token_id, prompt["grid"], prompt["t_factors"])))[:, None, :]
+    next_pos = int(positions.max()) + 1
+    dtype = next(model.parameters()).dtype
+    out: list[int] = []
+    with torch.no_grad():
+        result = model(input_ids=torch.tensor([ids]), position_ids=positions, use_cache=True,
+                       pixel_values_videos=prompt["pixel_values_videos"].to(dtype),
+                       video_grid_thw=prompt["video_grid_thw"])
+        for _ in range(max_new_tokens):
+            token = int(result.logits[0, -1].argmax())
+            if token in (encoder.im_end, encoder.pad):
+                break
+            out.append(token)
+            pos = torch.full((3, 1, 1), next_pos, dtype=torch.long)
+            next_pos += 1
+            result = model(input_ids=torch.tensor([[token]]), position_ids=pos,
+                           past_key_values=result.past_key_values, use_cache=True)
+    return str(encoder.tokenizer.decode(out, skip_special_tokens=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.check", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--adapter", type=Path, required=True, help="adapter directory (with vchat-adapter.json)")
+    parser.add_argument("--data", type=Path, required=True, help="JSONL dataset")
+    parser.add_argument("--base", type=Path, help="base model (default: the manifest's base_model_path)")
+    parser.add_argument("--limit", type=int, default=8, help="samples to decode")
+    args = parser.parse_args(argv)
+    import torch
+    from peft import PeftModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from gateway.settings import Settings
+
+    manifest = json.loads((args.adapter / MANIFEST).read_text())
+    base = args.base or Path(manifest["base_model_path"])
+    training = manifest.get("training", {})
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    with tempfile.TemporaryDirectory(prefix="vchat-check-") as work:
+        try:
+            dataset = load_dataset(args.data, Path(work), FrameSettings.from_settings(
+                Settings(), training.get("frames"), training.get("fps")))
+        except DatasetInvalid as exc:
+            sys.stderr.write(exc.report() + "\n")
+            return 2
+        encoder = Encoder(base)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
+        for sample in dataset.samples[: args.limit]:
+            turns = prompted(sample.turns, training.get("prompt_format", "r15"))
+            first = next(i for i, t in enumerate(turns) if t.role == "assistant")
+            got = greedy(model, encoder, turns[:first], dataset.frames[sample.video])
+            sys.stdout.write(json.dumps({"line": sample.line, "expected": turns[first].text, "got": got}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
