@@ -73,6 +73,16 @@ _VIDEO_FILE_SUFFIXES = (
 )
 
 
+def _classify(url: str) -> tuple[bool, bool, bool]:
+    """(is http(s), host is a known video site, path ends in a video file extension)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https"):
+        return False, False, False
+    host = (parts.hostname or "").rstrip(".")
+    site = any(host == known or host.endswith("." + known) for known in _VIDEO_SITES)
+    return True, site, urllib.parse.unquote(parts.path).lower().endswith(_VIDEO_FILE_SUFFIXES)
+
+
 def looks_like_page(url: str) -> bool:
     """Whether ``url`` should be resolved with yt-dlp rather than downloaded directly.
 
@@ -81,25 +91,15 @@ def looks_like_page(url: str) -> bool:
     fragment ignored, case-insensitive) is a file; any other http(s) URL is a page. Non-http(s) URLs are not
     pages (the direct path refuses them).
     """
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        return False
-    host = (parts.hostname or "").rstrip(".")
-    if any(host == site or host.endswith("." + site) for site in _VIDEO_SITES):
-        return True
-    return not urllib.parse.unquote(parts.path).lower().endswith(_VIDEO_FILE_SUFFIXES)
+    web, site, file = _classify(url)
+    return web and (site or not file)
 
 
 def is_video_link(url: str) -> bool:
     """Whether a link found in a user's text is worth treating as the video: a known video site's page or a
     URL whose path ends in a video file extension (a link to any other page is left as text)."""
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        return False
-    host = (parts.hostname or "").rstrip(".")
-    if any(host == site or host.endswith("." + site) for site in _VIDEO_SITES):
-        return True
-    return urllib.parse.unquote(parts.path).lower().endswith(_VIDEO_FILE_SUFFIXES)
+    web, site, file = _classify(url)
+    return web and (site or file)
 
 
 @dataclass(frozen=True, slots=True)
