@@ -26,12 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import gateway.media.library as library_module  # noqa: E402
-from gateway.media.files import FileRegistry  # noqa: E402
-from gateway.media.guard import HostPolicy, guarded_async_client  # noqa: E402
 from gateway.media.library import Asset, VideoLibrary  # noqa: E402
+from gateway.media.library import open_library as library_of  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES  # noqa: E402
-from gateway.media.store import MediaStore  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
 
@@ -85,13 +83,8 @@ def instrument() -> None:
 async def open_library(media_dir: Path) -> AsyncIterator[VideoLibrary]:
     """What the app's lifespan builds, over a media dir of its own; loopback may be fetched."""
     settings = Settings(vllm_url=None, media_dir=media_dir, media_allowed_hosts=["127.0.0.1"])
-    store = MediaStore(settings.media_dir, settings.media_cache_bytes)
-    registry = FileRegistry(settings.media_dir, store.tmp)
-    await asyncio.to_thread(store.open)
-    await asyncio.to_thread(registry.open)
-    policy = HostPolicy.from_settings(settings.media_allowed_hosts)
-    async with guarded_async_client(policy) as http:
-        yield VideoLibrary(settings, store, registry, http, policy)
+    async with library_of(settings) as library:
+        yield library
 
 
 def frame_plan(asset: Asset, settings: Settings) -> FramePlan:

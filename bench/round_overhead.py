@@ -36,10 +36,7 @@ from stack import local_stack  # noqa: E402
 from gateway.api.schemas import ChatCompletionRequest  # noqa: E402
 from gateway.api.video_chat import loop_request  # noqa: E402
 from gateway.api.video_refs import find_video, resolve  # noqa: E402
-from gateway.media.files import FileRegistry  # noqa: E402
-from gateway.media.guard import HostPolicy, guarded_async_client  # noqa: E402
-from gateway.media.library import VideoLibrary  # noqa: E402
-from gateway.media.store import MediaStore  # noqa: E402
+from gateway.media.library import open_library  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.perception.loop import PerceptionLoop, RoundStarted  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
@@ -76,13 +73,7 @@ class _Recorder:
 async def gateway_params(body: dict[str, Any], media_dir: Path) -> tuple[dict[str, Any], RoundStarted]:
     """The params the gateway's round 1 passes to the openai SDK for this chat body, built by its own code."""
     settings = Settings(vllm_url=None, media_dir=media_dir, media_allowed_hosts=["127.0.0.1"])
-    store = MediaStore(settings.media_dir, settings.media_cache_bytes)
-    registry = FileRegistry(settings.media_dir, store.tmp)
-    await asyncio.to_thread(store.open)
-    await asyncio.to_thread(registry.open)
-    policy = HostPolicy.from_settings(settings.media_allowed_hosts)
-    async with guarded_async_client(policy) as http:
-        library = VideoLibrary(settings, store, registry, http, policy)
+    async with open_library(settings) as library:
         request = ChatCompletionRequest.model_validate(body)
         ref = find_video(request.messages)
         assert ref is not None

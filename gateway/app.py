@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
@@ -17,10 +16,7 @@ from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
 from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client
 from gateway.backends.vllm import VllmBackend
-from gateway.media.files import FileRegistry
-from gateway.media.guard import HostPolicy, guarded_async_client
-from gateway.media.library import VideoLibrary
-from gateway.media.store import MediaStore
+from gateway.media.library import VideoLibrary, open_library
 from gateway.metrics import Metrics
 from gateway.perception.loop import PerceptionLoop
 from gateway.settings import Settings
@@ -55,13 +51,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            store = MediaStore(settings.media_dir, settings.media_cache_bytes)
-            registry = FileRegistry(settings.media_dir, store.tmp)
-            await asyncio.to_thread(store.open)
-            await asyncio.to_thread(registry.open)
-            policy = HostPolicy.from_settings(settings.media_allowed_hosts)
-            fetcher = await stack.enter_async_context(guarded_async_client(policy))
-            media = VideoLibrary(settings, store, registry, fetcher, policy)
+            media = await stack.enter_async_context(open_library(settings))
             vllm = perception = None
             if settings.vllm_base is not None:
                 limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64)

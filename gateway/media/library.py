@@ -11,6 +11,8 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,7 +23,7 @@ from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
 from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.frames import FrameGrid, extract_grid
-from gateway.media.guard import HostPolicy, check_url
+from gateway.media.guard import HostPolicy, check_url, guarded_async_client
 from gateway.media.pages import looks_like_page, resolve_page
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sanitize import sanitize
@@ -220,3 +222,16 @@ def _decode_base64_to(payload: str, path: Path) -> tuple[Path, str]:
         raise MediaRejected("The data URL is empty.", code="invalid_data_url")
     path.write_bytes(data)
     return path, hashlib.sha256(data).hexdigest()
+
+
+@asynccontextmanager
+async def open_library(settings: Settings) -> AsyncIterator[VideoLibrary]:
+    """The media library the app's lifespan (and the benchmarks) use: cache and file records opened (crash
+    leftovers swept), and the guarded HTTP client, closed on exit."""
+    store = MediaStore(settings.media_dir, settings.media_cache_bytes)
+    registry = FileRegistry(settings.media_dir, store.tmp)
+    await asyncio.to_thread(store.open)
+    await asyncio.to_thread(registry.open)
+    policy = HostPolicy.from_settings(settings.media_allowed_hosts)
+    async with guarded_async_client(policy) as http:
+        yield VideoLibrary(settings, store, registry, http, policy)

@@ -17,10 +17,8 @@ from gateway.api.schemas import ChatMessage
 from gateway.api.video_refs import find_video, resolve
 from gateway.errors import MediaRejected, NotFound
 from gateway.media.ffmpeg import ToolResult
-from gateway.media.files import FileRegistry
-from gateway.media.guard import HostPolicy, guarded_async_client
 from gateway.media.library import VideoLibrary
-from gateway.media.store import MediaStore
+from gateway.media.library import open_library as library_of
 from gateway.settings import Settings
 from tests.support.clips import make_clip
 from tests.support.media_api import probe_file
@@ -37,13 +35,8 @@ async def open_library(media_dir: Path, **overrides: object) -> AsyncIterator[Vi
     """What ``gateway.app``'s lifespan builds, over ``media_dir``."""
     values: dict[str, object] = {"vllm_url": None, "media_dir": media_dir, "media_allowed_hosts": "127.0.0.1"}
     settings = Settings(**{**values, **overrides})  # type: ignore[arg-type]
-    store = MediaStore(settings.media_dir, settings.media_cache_bytes)
-    registry = FileRegistry(settings.media_dir, store.tmp)
-    await asyncio.to_thread(store.open)
-    await asyncio.to_thread(registry.open)
-    policy = HostPolicy.from_settings(settings.media_allowed_hosts)
-    async with guarded_async_client(policy) as http:
-        yield VideoLibrary(settings, store, registry, http, policy)
+    async with library_of(settings) as library:
+        yield library
 
 
 @pytest.fixture
