@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
 import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -20,3 +24,15 @@ class ClosingStreamingResponse(StreamingResponse):
             if close is not None:
                 with anyio.CancelScope(shield=True):
                     await close()
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    """One server-sent event: a JSON object (compact) or a literal such as ``[DONE]``."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+def sse_response(events: AsyncIterator[bytes]) -> ClosingStreamingResponse:
+    """The ``text/event-stream`` response every streamed answer uses (no caching, no proxy buffering)."""
+    return ClosingStreamingResponse(events, media_type="text/event-stream",
+                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -4,7 +4,6 @@ and answer as one ``chat.completion`` or as SSE chunks — both built from the s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -18,7 +17,7 @@ from gateway.api.admission import Admission
 from gateway.api.answers import AnswerBuilder, merge
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import ClosingStreamingResponse
+from gateway.api.streaming import sse, sse_response
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
@@ -80,10 +79,6 @@ class _Job:
                 yield chunk
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
-
 
 async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: ModelRoute,
                              request: Request) -> Response:
@@ -123,14 +118,14 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
         outcome = "ok"
         try:
             for chunk in head:
-                yield _sse(chunk)
+                yield sse(chunk)
             async for chunk in chunks:
-                yield _sse(chunk)
+                yield sse(chunk)
         except VChatError as exc:
             # The headers are gone: the error travels as an event, then the stream ends normally.
             outcome = _outcome(exc)
             logger.warning("answer failed mid-stream: %s", exc.message)
-            yield _sse(exc.body())
+            yield sse(exc.body())
         except BaseException as exc:
             outcome = _outcome(exc)
             raise
@@ -140,10 +135,9 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
             metrics.answers.labels(outcome).inc()
-        yield _sse("[DONE]")
+        yield sse("[DONE]")
 
-    return ClosingStreamingResponse(body_stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(body_stream())
 
 
 async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:

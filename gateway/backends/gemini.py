@@ -99,7 +99,15 @@ class GeminiAnswer:
     text: str
     model_version: str | None
     usage: GeminiUsage
-    video_via: VideoVia
+    video_via: VideoVia | None  # None: a conversation without a video
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A text-only chat for Gemini: the system instruction and the turns, ``user`` and ``model`` alternating."""
+
+    system: str | None
+    turns: tuple[tuple[Literal["user", "model"], str], ...]
 
 
 @dataclass(frozen=True)
@@ -210,9 +218,8 @@ class GeminiBackend:
         deadline, started = _Deadline(deadline_s), time.monotonic()
 
         async def ask(part: types.Part) -> types.GenerateContentResponse:
-            return await self._retrying(lambda: self._client.aio.models.generate_content(
-                model=self.config.model, contents=_contents(part, prompt),
-                config=self._generation(temperature, max_output_tokens)), deadline, cap=self.config.timeout_s)
+            return await self._generate(_contents(part, prompt), self._generation(temperature, max_output_tokens),
+                                        deadline)
 
         with self._translated(deadline):
             async with asyncio.timeout(deadline_s):
@@ -228,13 +235,34 @@ class GeminiBackend:
         deadline, started = _Deadline(deadline_s), time.monotonic()
 
         async def open_stream(part: types.Part) -> _Opened:
-            return await self._retrying(lambda: self._open_stream(part, prompt, temperature, max_output_tokens),
-                                        deadline, cap=self.config.timeout_s)
+            return await self._opened(_contents(part, prompt), self._generation(temperature, max_output_tokens),
+                                      deadline)
 
         with self._translated(deadline):
             async with asyncio.timeout(deadline_s):
                 (stream, first), via = await self._with_video(asset, prompt, deadline, open_stream)
         return self._events(stream, first, via, deadline, started)
+
+    async def chat(self, conversation: Conversation, *, temperature: float | None = None,
+                   max_output_tokens: int | None = None, deadline_s: float) -> GeminiAnswer:
+        """Gemini's reply to a conversation without a video (the Gemini-only model asked plain questions)."""
+        deadline, started = _Deadline(deadline_s), time.monotonic()
+        with self._translated(deadline):
+            async with asyncio.timeout(deadline_s):
+                response = await self._generate(*self._chat_request(conversation, temperature, max_output_tokens),
+                                                deadline)
+            return self._answered([response], None, started)
+
+    async def chat_stream(self, conversation: Conversation, *, temperature: float | None = None,
+                          max_output_tokens: int | None = None,
+                          deadline_s: float) -> AsyncGenerator[GeminiEvent, None]:
+        """``chat`` streamed, opened before this returns as ``describe_stream`` is."""
+        deadline, started = _Deadline(deadline_s), time.monotonic()
+        with self._translated(deadline):
+            async with asyncio.timeout(deadline_s):
+                stream, first = await self._opened(*self._chat_request(conversation, temperature, max_output_tokens),
+                                                   deadline)
+        return self._events(stream, first, None, deadline, started)
 
     async def health(self, timeout_s: float | None = None) -> None:
         """Return when Gemini knows the configured model; raise ``BackendUnavailable`` saying why otherwise."""
@@ -335,17 +363,31 @@ class GeminiBackend:
 
     # --- calls ----------------------------------------------------------------------------------------------------
 
-    def _generation(self, temperature: float | None, max_output_tokens: int | None) -> types.GenerateContentConfig:
+    def _generation(self, temperature: float | None, max_output_tokens: int | None,
+                    system: str | None = None) -> types.GenerateContentConfig:
         resolution = _RESOLUTIONS[self.config.media_resolution] if self.config.media_resolution else None
         return types.GenerateContentConfig(
             temperature=temperature, max_output_tokens=max_output_tokens, media_resolution=resolution,
+            system_instruction=system,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
 
-    async def _open_stream(self, part: types.Part, prompt: str, temperature: float | None,
-                           max_output_tokens: int | None) -> _Opened:
+    def _chat_request(self, conversation: Conversation, temperature: float | None,
+                      max_output_tokens: int | None) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        contents = [types.Content(role=role, parts=[types.Part(text=text)]) for role, text in conversation.turns]
+        return contents, self._generation(temperature, max_output_tokens, conversation.system)
+
+    async def _generate(self, contents: list[types.Content], config: types.GenerateContentConfig,
+                        deadline: _Deadline) -> types.GenerateContentResponse:
+        return await self._retrying(lambda: self._client.aio.models.generate_content(
+            model=self.config.model, contents=contents, config=config), deadline, cap=self.config.timeout_s)
+
+    async def _opened(self, contents: list[types.Content], config: types.GenerateContentConfig,
+                      deadline: _Deadline) -> _Opened:
+        return await self._retrying(lambda: self._open_stream(contents, config), deadline, cap=self.config.timeout_s)
+
+    async def _open_stream(self, contents: list[types.Content], config: types.GenerateContentConfig) -> _Opened:
         stream = await self._client.aio.models.generate_content_stream(
-            model=self.config.model, contents=_contents(part, prompt),
-            config=self._generation(temperature, max_output_tokens))
+            model=self.config.model, contents=contents, config=config)
         try:
             # google-genai sends the request on the first read: errors before the first byte surface here.
             return stream, await anext(stream, None)
@@ -354,7 +396,7 @@ class GeminiBackend:
             raise
 
     async def _events(self, stream: AsyncIterator[types.GenerateContentResponse],
-                      first: types.GenerateContentResponse | None, via: VideoVia, deadline: _Deadline,
+                      first: types.GenerateContentResponse | None, via: VideoVia | None, deadline: _Deadline,
                       started: float) -> AsyncGenerator[GeminiEvent, None]:
         chunks: list[types.GenerateContentResponse] = []
         chunk = first
@@ -400,7 +442,8 @@ class GeminiBackend:
 
     # --- answers and errors ---------------------------------------------------------------------------------------
 
-    def _answered(self, chunks: list[types.GenerateContentResponse], via: VideoVia, started: float) -> GeminiAnswer:
+    def _answered(self, chunks: list[types.GenerateContentResponse], via: VideoVia | None,
+                  started: float) -> GeminiAnswer:
         """The one response-processing path of both ``describe`` and ``describe_stream``."""
         text = "".join(_text_of(chunk) for chunk in chunks)
         version = next((chunk.model_version for chunk in reversed(chunks) if chunk.model_version), None)

@@ -22,6 +22,7 @@ from tests.support.fake_gemini import (
     FAKE_API_KEY,
     FakeGemini,
     fake_gemini_fixture,  # noqa: F401
+    pick,
 )
 from tests.support.origin import Origin
 
@@ -205,3 +206,88 @@ def test_the_key_is_in_no_log_or_response(vllm: VllmHandle, gateway_factory: Gat
     assert FAKE_API_KEY not in logged
     assert all(FAKE_API_KEY not in body for body in bodies)
     assert fake_gemini.key_leaks == []
+
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer in one short sentence."},
+    {"role": "user", "content": "What is a keyframe?"},
+    {"role": "assistant", "content": "A frame stored whole."},
+    {"role": "user", "content": [{"type": "text", "text": "And a B-frame?"}]},
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_only_answers_plain_chat(gateway_factory: GatewayFactory, fake_gemini: FakeGemini,
+                                        stream: bool) -> None:
+    gw = start(gateway_factory, fake_gemini, None)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    params: dict[str, Any] = {"model": "gemini", "messages": CONVERSATION, "temperature": 0.3, "max_tokens": 50}
+    if stream:
+        chunks = list(client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True}))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # streamed, not one lump
+        final = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+        assert final.choices[0].finish_reason == "stop"
+        extras, usage, model = final.model_extra or {}, chunks[-1].usage, chunks[-1].model
+        assert chunks[-1].choices == []
+    else:
+        answer = client.chat.completions.create(**params)
+        content, extras, usage, model = answer.choices[0].message.content, answer.model_extra or {}, answer.usage, \
+            answer.model
+    assert content == DEFAULT_ANSWER and model == "gemini"
+    assert usage is not None and usage.completion_tokens == len(DEFAULT_ANSWER.split())
+    assert extras["gemini"]["model_version"] == DEFAULT_MODEL_VERSION and extras["warnings"] == []
+    # What reached Gemini: the system text as its system instruction, assistant turns as "model" turns.
+    seen = fake_gemini.seen("stream" if stream else "generate")[-1]
+    assert seen.roles == ["user", "model", "user"]
+    assert seen.texts == ["What is a keyframe?", "A frame stored whole.", "And a B-frame?"]
+    assert seen.system_instruction == "Answer in one short sentence."
+    assert seen.generation_config["temperature"] == 0.3 and pick(seen.generation_config, "max_output_tokens") == 50
+
+
+def test_plain_chat_on_a_merged_model_falls_back_to_gemini(gateway_factory: GatewayFactory,
+                                                           fake_gemini: FakeGemini) -> None:
+    gw = start(gateway_factory, fake_gemini, f"http://127.0.0.1:{free_port()}")
+    response = httpx.post(f"{gw.url}/v1/chat/completions", timeout=60, json={
+        "model": "videochat-r1.5+gemini", "messages": CONVERSATION})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == DEFAULT_ANSWER and body["model"] == "videochat-r1.5+gemini"
+    assert any("local model is unavailable" in w for w in body["warnings"])
+
+
+@pytest.mark.parametrize(("messages", "param", "says"), [
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "messages", "end with a user"),
+    ([{"role": "system", "content": "be brief"}], "messages", "end with a user"),
+    ([{"role": "user", "content": "   "}], "messages", "end with a user"),
+    ([{"role": "user", "content": "hi"}, {"role": "tool", "content": "42"}], "messages.1.role", "Tool messages"),
+])
+def test_gemini_plain_chat_refuses_what_it_cannot_answer(gateway_factory: GatewayFactory, fake_gemini: FakeGemini,
+                                                         messages: list[dict[str, Any]], param: str,
+                                                         says: str) -> None:
+    gw = start(gateway_factory, fake_gemini, None)
+    response = httpx.post(f"{gw.url}/v1/chat/completions", timeout=60, json={"model": "gemini", "messages": messages})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param and says in error["message"]
+    assert fake_gemini.seen("generate", "stream") == []  # refused before Gemini was asked
+
+
+def test_gemini_plain_chat_failures_are_openai_errors(gateway_factory: GatewayFactory,
+                                                      fake_gemini: FakeGemini) -> None:
+    gw = start(gateway_factory, fake_gemini, None)
+    body = {"model": "gemini", "messages": CONVERSATION}
+    fake_gemini.fail(503, times=50, route="any")
+    for stream in (False, True):
+        response = httpx.post(f"{gw.url}/v1/chat/completions", timeout=60, json={**body, "stream": stream})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "service_unavailable"
+        assert int(response.headers["retry-after"]) > 0
+    fake_gemini.failures.clear()
+    # Failing after the first piece: the pieces, an error event, then [DONE].
+    fake_gemini.stream_chunks, fake_gemini.stream_error_after = 4, 1
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=60, json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    assert '"error"' in lines[-2] and '"content"' in lines[-3]

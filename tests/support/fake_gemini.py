@@ -108,6 +108,15 @@ class SeenRequest:
         return [pick(part, "video_metadata") for part in self.parts if pick(part, "video_metadata")]
 
     @property
+    def roles(self) -> list[str | None]:
+        return [pick(content, "role") for content in pick(self.body, "contents") or []]
+
+    @property
+    def system_instruction(self) -> str | None:
+        found = pick(self.body, "system_instruction")
+        return None if found is None else "".join(str(part.get("text", "")) for part in pick(found, "parts") or [])
+
+    @property
     def generation_config(self) -> dict[str, Any]:
         return pick(self.body, "generation_config") or {}
 
@@ -301,6 +310,8 @@ class FakeGemini:
                                     "supported for generateContent.")
         if not pick(request.body, "contents"):
             return 400, _error(400, "* GenerateContentRequest.contents: contents is not specified")
+        if any(pick(content, "role") not in (None, "user", "model") for content in pick(request.body, "contents")):
+            return 400, _error(400, "Please use a valid role: user, model.")
         try:
             request.inline_sizes  # noqa: B018 (decodes every inline blob)
         except ValueError:

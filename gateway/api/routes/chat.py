@@ -1,8 +1,7 @@
-"""``POST /v1/chat/completions``: OpenAI chat, answered by vLLM (plain chat; video questions build on it)."""
+"""``POST /v1/chat/completions``: questions about videos (perception, Gemini) and plain chat (vLLM or Gemini)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,9 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api.deps import vllm_backend
+from gateway.api.gemini_chat import answer_with_gemini
 from gateway.api.routing import route_model
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import ClosingStreamingResponse
+from gateway.api.streaming import sse, sse_response
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.errors import InvalidRequest, VChatError
@@ -36,23 +36,18 @@ def _check(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
 
 
-def _sse(payload: dict[str, object] | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
-    is passed to vLLM. Streaming or not, the client's model name is echoed back."""
+    is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down)."""
     _check(body)
     ref = find_video(body.messages)
     route = await route_model(request, body.model, body.vchat.merge)
     if ref is not None:
         return await answer_about_video(body, ref, route, request)
     if route.local is None:
-        raise InvalidRequest(f"'{body.model}' answers questions about videos: include one (a URL, an upload or a "
-                             "link in the text).", param="messages", code="video_required")
+        return await answer_with_gemini(body, route, request)
     # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
     vllm = vllm_backend(request)
     model = route.local
@@ -63,7 +58,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     }
     if not body.stream:
         completion = await vllm.chat(params)
-        return JSONResponse(completion.model_dump(exclude_unset=True))
+        # The name the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local model).
+        return JSONResponse({**completion.model_dump(exclude_unset=True), "model": body.model})
     if body.stream_options is not None:
         params["stream_options"] = {"include_usage": body.stream_options.include_usage}
     chunks = await vllm.chat_stream(params)
@@ -71,12 +67,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     async def events() -> AsyncIterator[bytes]:
         try:
             async for chunk in chunks:
-                yield _sse(chunk.model_dump(exclude_unset=True))
+                yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model})
         except VChatError as exc:
             # Headers are gone already: the error travels as an event, then the stream ends normally.
             logger.warning("stream failed: %s", exc.message)
-            yield _sse(exc.body())
-        yield _sse("[DONE]")
+            yield sse(exc.body())
+        yield sse("[DONE]")
 
-    return ClosingStreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(events())
