@@ -55,11 +55,12 @@ def main(argv: Sequence[str], settings: Settings) -> int:
         if args.action == "add":
             info = registry.add(args.path, args.name, replace=args.replace)
             sys.stdout.write(f"added {info.name} (rank {info.rank}) at {info.path}\n")
-            if args.no_load or not settings.replicas:
+            if args.no_load or not (settings.replicas or settings.vllm_replicas_dns):
                 return 0
             return _report(asyncio.run(load_everywhere(settings.replicas, info.name, str(info.path.resolve()),
-                                                       api_key=key)))
-        code = _report(asyncio.run(unload_everywhere(settings.replicas, args.name, api_key=key)))
+                                                       dns=settings.vllm_replicas_dns, api_key=key)))
+        code = _report(asyncio.run(unload_everywhere(settings.replicas, args.name, dns=settings.vllm_replicas_dns,
+                                                     api_key=key)))
         registry.remove(args.name)
         sys.stdout.write(f"removed {args.name}\n")
         return code

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -51,17 +53,41 @@ async def _unload_one(http: httpx2.AsyncClient, url: str, name: str, headers: di
         return ReplicaResult(url, False, f"unreachable ({type(exc).__name__})")
 
 
-async def load_everywhere(replicas: list[str], name: str, path: str, *, api_key: str | None = None,
-                          timeout_s: float = 120.0) -> list[ReplicaResult]:
-    """Load ``name`` from ``path`` (as the replicas see it) into every replica, concurrently."""
+async def discover(replicas: list[str], dns: str | None) -> tuple[list[str], list[ReplicaResult]]:
+    """The replicas to reach now: ``replicas`` plus, when ``dns`` (``http://host:port``) is given, one URL per address
+    that name resolves to at this moment — a Kubernetes headless Service lists exactly its ready pods, so an
+    autoscaled Deployment's new replicas are included. A name that does not resolve is a failed result."""
+    urls = [url.rstrip("/") for url in replicas]
+    if dns is None:
+        return urls, []
+    parts = urlsplit(dns)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return urls, [ReplicaResult(dns, False, f"cannot resolve {host} ({exc})")]
+    addresses = dict.fromkeys(str(info[4][0]) for info in found)
+    if not addresses:
+        return urls, [ReplicaResult(dns, False, f"{host} resolves to no address")]
+    for address in addresses:
+        url = f"{parts.scheme}://{f'[{address}]' if ':' in address else address}:{port}"
+        if url not in urls:
+            urls.append(url)
+    return urls, []
+
+
+async def load_everywhere(replicas: list[str], name: str, path: str, *, dns: str | None = None,
+                          api_key: str | None = None, timeout_s: float = 120.0) -> list[ReplicaResult]:
+    """Load ``name`` from ``path`` (as the replicas see it) into every replica (see ``discover``), concurrently."""
+    urls, failed = await discover(replicas, dns)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx2.AsyncClient(timeout=timeout_s, trust_env=False) as http:
-        return list(await asyncio.gather(*(_load_one(http, url.rstrip("/"), name, path, headers)
-                                           for url in replicas)))
+        return failed + list(await asyncio.gather(*(_load_one(http, url, name, path, headers) for url in urls)))
 
 
-async def unload_everywhere(replicas: list[str], name: str, *, api_key: str | None = None,
+async def unload_everywhere(replicas: list[str], name: str, *, dns: str | None = None, api_key: str | None = None,
                             timeout_s: float = 60.0) -> list[ReplicaResult]:
+    urls, failed = await discover(replicas, dns)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx2.AsyncClient(timeout=timeout_s, trust_env=False) as http:
-        return list(await asyncio.gather(*(_unload_one(http, url.rstrip("/"), name, headers) for url in replicas)))
+        return failed + list(await asyncio.gather(*(_unload_one(http, url, name, headers) for url in urls)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
     vllm_replicas: Annotated[list[AnyHttpUrl], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated base URLs of every vLLM replica adapters are loaded into (default: the vLLM URL).",
+    )
+    vllm_replicas_dns: str | None = Field(
+        None,
+        description="host:port of a DNS name whose every address is a vLLM replica (a Kubernetes headless Service), "
+        "resolved at each adapter load/unload; replaces the vLLM URL as the default replica list.",
     )
     admin_key: SecretStr | None = Field(
         None, description="Key for the /admin routes (adapters); they are off when empty."
@@ -130,6 +136,22 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value
 
+    @field_validator("vllm_replicas_dns")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        """``host:port`` (or ``http(s)://host:port``) → ``http(s)://host:port``; empty → None."""
+        if value is None or not value.strip():
+            return None
+        text = value.strip() if "://" in value else f"http://{value.strip()}"
+        parts = urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/"):
+            raise ValueError("must be host:port, e.g. vllm-headless.vchat.svc.cluster.local:8001")
+        return f"{parts.scheme}://{parts.netloc}"
+
     @field_validator("api_keys", "media_allowed_hosts", "vllm_replicas", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -139,9 +161,12 @@ class Settings(BaseSettings):
 
     @property
     def replicas(self) -> list[str]:
-        """Every vLLM replica's base URL (the configured list, else the one vLLM URL)."""
+        """The vLLM replicas' base URLs named here: the configured list, else (unless the replicas are found through
+        DNS, ``vllm_replicas_dns``) the one vLLM URL."""
         if self.vllm_replicas:
             return [str(url).rstrip("/") for url in self.vllm_replicas]
+        if self.vllm_replicas_dns:
+            return []
         return [self.vllm_base] if self.vllm_base else []
 
     @property

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -119,3 +121,39 @@ def test_admin_routes_need_the_key_and_load_everywhere(vllm: VllmHandle, second_
     for replica in (vllm.base_url, second_replica.base_url):
         assert "tuned-b" not in models_of(replica)
     assert httpx.delete(f"{gw.url}/admin/adapters/tuned-b", headers=auth).status_code == 404
+
+
+def test_admin_routes_find_replicas_through_dns(vllm: VllmHandle, second_replica: VllmServer,
+                                                gateway_factory: GatewayFactory, adapter_src: Path,
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kubernetes: a headless Service's name resolves to every ready vLLM pod; here "localhost" stands in for it.
+    port = httpx.URL(second_replica.base_url).port
+    common = {"vllm_url": vllm.base_url, "admin_key": "admin-secret", "adapters_dir": tmp_path / "store",
+              "model": str(vllm.model_dir), "max_lora_rank": 8, "vllm_replicas": vllm.base_url}
+    gw = gateway_factory(**common, vllm_replicas_dns=f"localhost:{port}")
+    auth = {"authorization": "Bearer admin-secret"}
+    added = httpx.post(f"{gw.url}/admin/adapters", headers=auth, timeout=300,
+                       json={"path": str(adapter_src), "name": "tuned-dns"})
+    assert added.status_code == 201, added.text
+    assert [(r["url"], r["ok"]) for r in added.json()["replicas"]] == [
+        (vllm.base_url, True), (f"http://127.0.0.1:{port}", True)]
+    assert "tuned-dns" in models_of(second_replica.base_url) and "tuned-dns" in models_of(vllm.base_url)
+    deleted = httpx.delete(f"{gw.url}/admin/adapters/tuned-dns", headers=auth, timeout=120)
+    assert deleted.status_code == 200
+    assert "tuned-dns" not in models_of(second_replica.base_url)
+
+    # A name that does not resolve: the adapter is not reported loaded, and the answer says which name failed.
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "no-such-replicas.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    lost = gateway_factory(**common, vllm_replicas_dns="no-such-replicas.invalid:8001")
+    refused = httpx.post(f"{lost.url}/admin/adapters", headers=auth, timeout=300,
+                         json={"path": str(adapter_src), "name": "tuned-lost"})
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "adapter_not_loaded"
+    assert "cannot resolve no-such-replicas.invalid" in refused.json()["error"]["message"]
+    assert httpx.delete(f"{lost.url}/admin/adapters/tuned-lost", headers=auth, timeout=120).status_code == 200

@@ -25,6 +25,10 @@ def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.Compl
     ({"VCHAT_VLLM_URL": "ftp://127.0.0.1:8001"}, "VCHAT_VLLM_URL"),
     ({"VCHAT_VLLM_URL": "not a url"}, "VCHAT_VLLM_URL"),
     ({"VCHAT_LOG_LEVEL": "LOUD"}, "VCHAT_LOG_LEVEL"),
+    ({"VCHAT_VLLM_REPLICAS_DNS": "vllm-headless"}, "VCHAT_VLLM_REPLICAS_DNS"),  # no port
+    ({"VCHAT_VLLM_REPLICAS_DNS": "ftp://vllm-headless:8001"}, "VCHAT_VLLM_REPLICAS_DNS"),
+    ({"VCHAT_VLLM_REPLICAS_DNS": "vllm-headless:8001/v1"}, "VCHAT_VLLM_REPLICAS_DNS"),
+    ({"VCHAT_VLLM_REPLICAS_DNS": "vllm-headless:port"}, "VCHAT_VLLM_REPLICAS_DNS"),
 ])
 def test_gateway_refuses_bad_settings_in_one_line(env: dict[str, str], named: str) -> None:
     result = run_module("gateway", env)
@@ -66,3 +70,15 @@ def test_settings_parse_keys_and_empty_vllm_url(monkeypatch: pytest.MonkeyPatch)
     assert [key.get_secret_value() for key in settings.api_keys] == ["sk-a", "sk-b"]
     assert settings.vllm_base is None
     assert "sk-a" not in repr(settings)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("vllm-headless.vchat.svc.cluster.local:8001", "http://vllm-headless.vchat.svc.cluster.local:8001"),
+    (" https://vllm-headless:8443/ ", "https://vllm-headless:8443"),
+    ("", None),
+])
+def test_replicas_dns_is_a_host_and_port(value: str, expected: str | None) -> None:
+    settings = Settings(vllm_url="http://vllm-router:8001", vllm_replicas_dns=value)
+    assert settings.vllm_replicas_dns == expected
+    # Found through DNS, the replicas no longer default to the vLLM URL (a router in front of them).
+    assert settings.replicas == ([] if expected else ["http://vllm-router:8001"])

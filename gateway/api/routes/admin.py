@@ -83,7 +83,8 @@ async def add_adapter(body: AddAdapter, settings: SettingsDep) -> JSONResponse:
     except AdapterError as exc:
         raise _translate(exc) from exc
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-    results = await load_everywhere(settings.replicas, info.name, str(info.path.resolve()), api_key=key)
+    results = await load_everywhere(settings.replicas, info.name, str(info.path.resolve()),
+                                    dns=settings.vllm_replicas_dns, api_key=key)
     if not all(r.ok for r in results):
         failed = ", ".join(f"{r.url} ({r.detail})" for r in results if not r.ok)
         raise BackendUnavailable(f"Adapter '{info.name}' was added but not loaded everywhere: {failed}.",
@@ -97,7 +98,7 @@ async def remove_adapter(name: str, settings: SettingsDep) -> JSONResponse:
     if await asyncio.to_thread(registry.get, name) is None:
         raise NotFound(f"No adapter named '{name}'.", param="name", code="adapter_not_found")
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-    results = await unload_everywhere(settings.replicas, name, api_key=key)
+    results = await unload_everywhere(settings.replicas, name, dns=settings.vllm_replicas_dns, api_key=key)
     try:
         await asyncio.to_thread(registry.remove, name)
     except AdapterError as exc:
