@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from gateway.media.library import Asset
+from gateway.media.library import Asset, LinkedVideo
 from gateway.perception.loop import LoopRequest, Piece, RoundFinished, RoundStarted, Usage
 from gateway.perception.merge import GeminiFinished, GeminiText, MergedEvent, MergeMode, Notice, Section
 
@@ -20,7 +20,8 @@ def _span_text(spans: tuple[tuple[float, float], ...]) -> str:
 class AnswerBuilder:
     """Chunks for one answer: earlier rounds as ``reasoning_content``, the last round's ``<answer>`` as content."""
 
-    def __init__(self, model: str, asset: Asset, req: LoopRequest, merged: MergeMode | None = None) -> None:
+    def __init__(self, model: str, asset: Asset | LinkedVideo, req: LoopRequest,
+                 merged: MergeMode | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -122,7 +123,7 @@ class AnswerBuilder:
 
     def perception(self) -> dict[str, Any]:
         grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
-        return {"video": {"id": self.asset.id, **dataclasses.asdict(self.asset.facts)}, "rounds": self.rounds,
+        return {"video": _video(self.asset), "rounds": self.rounds,
                 "segments": grounded, "sources": self.sources, "merge": self.merged, "gemini": self.gemini,
                 "model": self.model, "warnings": self.warnings}
 
@@ -151,3 +152,10 @@ def merge(chunks: list[dict[str, Any]], builder: AnswerBuilder) -> dict[str, Any
     return {"id": builder.id, "object": "chat.completion", "created": builder.created, "model": builder.model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop", "logprobs": None}],
             "usage": builder.usage_dict(), "perception": builder.perception()}
+
+
+def _video(video: Asset | LinkedVideo) -> dict[str, Any]:
+    """The video facts; a YouTube video Gemini watched by its URL was not fetched, so only where it is is known."""
+    if isinstance(video, LinkedVideo):
+        return {"id": video.id, "source": "page", "source_host": "www.youtube.com", "url": video.page_url}
+    return {"id": video.id, **dataclasses.asdict(video.facts)}

@@ -21,7 +21,7 @@ from gateway.api.streaming import sse, sse_response
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
-from gateway.media.library import VideoLibrary
+from gateway.media.library import Asset, VideoLibrary
 from gateway.metrics import Metrics
 from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, RoundFinished
 from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
@@ -87,10 +87,13 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     library = cast(VideoLibrary, state.media)
     metrics = cast(Metrics, request.app.state.metrics)
     settings = cast(Settings, request.app.state.settings)
-    asset = await resolve(ref, library)
+    # Gemini alone watches a YouTube link by its URL: nothing to download (unless Gemini cannot fetch it).
+    linked = await library.linked_or_cached(ref.value) if route.local is None and ref.kind == "url" else None
+    asset = linked if linked is not None else await resolve(ref, library)
     req = loop_request(body, ref, route.local, settings)
     loop = cast(PerceptionLoop | None, state.perception) if route.local is not None else None
     if loop is not None:
+        assert isinstance(asset, Asset)  # linked only when no local model answers
         loop.plan(asset, req)  # a video that cannot be sampled is refused before anything starts
     gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)

@@ -37,7 +37,7 @@ from pydantic import SecretStr
 from tenacity.stop import stop_base
 
 from gateway.errors import BackendRefused, BackendTimeout, BackendUnavailable, VChatError
-from gateway.media.library import Asset
+from gateway.media.library import Asset, LinkedVideo
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class GeminiBackend:
 
     # --- the questions --------------------------------------------------------------------------------------------
 
-    async def describe(self, asset: Asset, prompt: str, *, temperature: float | None = None,
+    async def describe(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
                        max_output_tokens: int | None = None, deadline_s: float) -> GeminiAnswer:
         """Gemini's answer to ``prompt`` about ``asset``, within ``deadline_s`` seconds (upload included)."""
         deadline, started = _Deadline(deadline_s), time.monotonic()
@@ -226,7 +226,7 @@ class GeminiBackend:
                 response, via = await self._with_video(asset, prompt, deadline, ask)
             return self._answered([response], via, started)
 
-    async def describe_stream(self, asset: Asset, prompt: str, *, temperature: float | None = None,
+    async def describe_stream(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
                               max_output_tokens: int | None = None,
                               deadline_s: float) -> AsyncGenerator[GeminiEvent, None]:
         """Gemini's answer as ``GeminiDelta`` pieces, then one ``GeminiDone``. The stream is opened (video sent,
@@ -280,29 +280,37 @@ class GeminiBackend:
 
     # --- the video ------------------------------------------------------------------------------------------------
 
-    async def _with_video(self, asset: Asset, prompt: str, deadline: _Deadline,
+    async def _with_video(self, video: Asset | LinkedVideo, prompt: str, deadline: _Deadline,
                           call: Callable[[types.Part], Awaitable[T]]) -> tuple[T, VideoVia]:
-        """``call`` with the video part; once more with a fresh upload when Gemini lost the file, or with the
-        video itself when Gemini would not fetch the YouTube URL (private, age-gated, region-locked…)."""
-        part, via = await self._video_part(asset, prompt, deadline, youtube=True)
+        """``call`` with the video part. A YouTube source goes by its URL (nothing uploaded, and for a
+        ``LinkedVideo`` nothing downloaded either); when Gemini will not fetch it (private, age-gated,
+        region-locked…), the video itself goes instead. A video sent as an uploaded file that Gemini lost is
+        uploaded once more."""
+        meta = types.VideoMetadata(fps=self.config.video_fps) if self.config.video_fps else None
+        url = video.page_url if isinstance(video, LinkedVideo) else video.page_url if video.is_youtube else None
+        if url:
+            try:
+                return await call(types.Part(file_data=types.FileData(file_uri=url), video_metadata=meta)), "youtube"
+            except genai_errors.ClientError as exc:
+                if _key_rejected(exc) or exc.code not in (400, 403, 404):
+                    raise
+                logger.info("gemini could not fetch the YouTube video; sending the video itself",
+                            extra={"video": video.id[:12], "gemini_status": exc.code})
+        asset = video if isinstance(video, Asset) else await video.fetch()
+        part, via = await self._video_part(asset, prompt, meta, deadline)
         try:
             return await call(part), via
         except genai_errors.ClientError as exc:
-            lost_file = via == "file" and exc.code in (403, 404)
-            youtube_refused = via == "youtube" and exc.code in (400, 403, 404)
-            if _key_rejected(exc) or not (lost_file or youtube_refused):
+            if via != "file" or _key_rejected(exc) or exc.code not in (403, 404):
                 raise
-            logger.info("gemini could not use the video (%s); sending it again another way", via,
+            logger.info("gemini lost the uploaded video; uploading it again",
                         extra={"video": asset.id[:12], "gemini_status": exc.code})
             self._files.pop(asset.id, None)
-        part, via = await self._video_part(asset, prompt, deadline, youtube=False)
+        part, via = await self._video_part(asset, prompt, meta, deadline)
         return await call(part), via
 
-    async def _video_part(self, asset: Asset, prompt: str, deadline: _Deadline, *,
-                          youtube: bool) -> tuple[types.Part, VideoVia]:
-        meta = types.VideoMetadata(fps=self.config.video_fps) if self.config.video_fps else None
-        if youtube and asset.is_youtube and asset.page_url:
-            return types.Part(file_data=types.FileData(file_uri=asset.page_url), video_metadata=meta), "youtube"
+    async def _video_part(self, asset: Asset, prompt: str, meta: types.VideoMetadata | None,
+                          deadline: _Deadline) -> tuple[types.Part, VideoVia]:
         size = (await asyncio.to_thread(asset.video.stat)).st_size
         encoded = 4 * math.ceil(size / 3) + len(prompt.encode()) + _REQUEST_OVERHEAD
         if size <= self.config.inline_max_bytes and encoded <= REQUEST_LIMIT_BYTES:

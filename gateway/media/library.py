@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.frames import FrameGrid, extract_grid
 from gateway.media.guard import HostPolicy, check_url, guarded_async_client
-from gateway.media.pages import looks_like_page, resolve_page
+from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sanitize import sanitize
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
@@ -65,6 +65,16 @@ class Asset:
     is_youtube: bool = False
 
 
+@dataclass(frozen=True)
+class LinkedVideo:
+    """A YouTube video not fetched here: Gemini watches it by its URL. ``fetch`` gets the video itself, for when
+    Gemini will not (private, age-gated, region-locked…)."""
+
+    id: str
+    page_url: str  # canonical https://www.youtube.com/watch?v=ID
+    fetch: Callable[[], Awaitable[Asset]]
+
+
 class VideoLibrary:
     """Resolves URLs, pages, data URLs, uploads and file ids to assets; decodes frame grids once per size."""
 
@@ -87,6 +97,19 @@ class VideoLibrary:
         if cached is not None:
             return await self.load(*cached)
         return await self.store.single_flight(f"url:{url}", lambda: self._fetch_url(url))
+
+    async def linked_or_cached(self, url: str) -> Asset | LinkedVideo | None:
+        """For a YouTube link: the asset when it was fetched before, else a ``LinkedVideo`` (nothing downloaded).
+        None for any other URL."""
+        watch = youtube_watch_url(url)
+        if watch is None:
+            return None
+        check_url(url, self.policy)
+        cached = await asyncio.to_thread(self.store.lookup_url, url)
+        if cached is not None:
+            return await self.load(*cached)
+        return LinkedVideo("yt-" + hashlib.sha256(watch.encode()).hexdigest()[:40], watch,
+                           lambda: self.from_url(url))
 
     async def from_data_url(self, data_url: str) -> Asset:
         """A ``data:`` URL carrying base64 video bytes."""

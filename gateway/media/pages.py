@@ -102,6 +102,29 @@ def is_video_link(url: str) -> bool:
     return web and (site or file)
 
 
+_YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
+
+
+def youtube_watch_url(url: str) -> str | None:
+    """The canonical ``https://www.youtube.com/watch?v=ID`` of a YouTube video link (watch, share, shorts, embed,
+    live and mobile forms), or None for anything else (channels, playlists, other sites)."""
+    parts = urllib.parse.urlsplit(url.strip())
+    host = (parts.hostname or "").lower().rstrip(".")
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    found: str | None = None
+    if host == "youtu.be" and segments:
+        found = segments[0]
+    elif host in ("youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtube-nocookie.com",
+                  "www.youtube-nocookie.com"):
+        if segments == ["watch"]:
+            found = (urllib.parse.parse_qs(parts.query).get("v") or [""])[0]
+        elif len(segments) == 2 and segments[0] in ("shorts", "embed", "live", "v"):
+            found = segments[1]
+    return f"https://www.youtube.com/watch?v={found}" if found and _YOUTUBE_ID.match(found) else None
+
+
 @dataclass(frozen=True, slots=True)
 class PageMedia:
     """The one progressive file a page resolved to, and what the request for it needs."""

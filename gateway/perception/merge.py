@@ -19,7 +19,7 @@ from typing import Literal
 
 from gateway.backends.gemini import GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
 from gateway.errors import BackendUnavailable, VChatError
-from gateway.media.library import Asset
+from gateway.media.library import Asset, LinkedVideo
 from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished
 from gateway.perception.prompts import format_options
 
@@ -99,10 +99,11 @@ class Merger:
         self.sources = sources
         self.deadline_s = gemini_deadline_s
 
-    async def run(self, asset: Asset, req: LoopRequest) -> AsyncGenerator[MergedEvent, None]:
+    async def run(self, asset: Asset | LinkedVideo, req: LoopRequest) -> AsyncGenerator[MergedEvent, None]:
+        """``asset`` is a ``LinkedVideo`` (not downloaded) only when Gemini answers alone."""
         src = self.sources
         if src.gemini is None or (src.mode is None and src.local is not None):
-            assert src.local is not None
+            assert src.local is not None and isinstance(asset, Asset)
             async with aclosing(src.local.run(asset, req)) as events:
                 async for local_event in events:
                     yield local_event
@@ -119,7 +120,7 @@ class Merger:
                 raise _both_down(src.local_down, exc) from exc
             return
         steps = {"gemini_context": self._context, "gemini_final": self._final, "side_by_side": self._side_by_side}
-        assert src.mode is not None
+        assert src.mode is not None and isinstance(asset, Asset)
         async with aclosing(steps[src.mode](asset, req)) as merged:
             async for item in merged:
                 yield item
@@ -216,14 +217,14 @@ class Merger:
         except BackendUnavailable as exc:
             raise _LocalFailed(exc.message) from exc
 
-    def _ask(self, asset: Asset, prompt: str, req: LoopRequest) -> asyncio.Task[GeminiAnswer]:
+    def _ask(self, asset: Asset | LinkedVideo, prompt: str, req: LoopRequest) -> asyncio.Task[GeminiAnswer]:
         assert self.sources.gemini is not None
         temperature = req.sampling.get("temperature")
         return asyncio.ensure_future(self.sources.gemini.describe(
             asset, prompt, temperature=temperature if isinstance(temperature, int | float) else None,
             deadline_s=self.deadline_s))
 
-    async def _gemini_stream(self, asset: Asset, prompt: str, req: LoopRequest,
+    async def _gemini_stream(self, asset: Asset | LinkedVideo, prompt: str, req: LoopRequest,
                              role: Literal["content", "evidence"]) -> AsyncGenerator[MergedEvent, None]:
         assert self.sources.gemini is not None
         temperature = req.sampling.get("temperature")

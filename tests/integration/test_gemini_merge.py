@@ -24,6 +24,7 @@ from tests.support.fake_gemini import (
     fake_gemini_fixture,  # noqa: F401
     pick,
 )
+from tests.support.netaudit import NetAudit
 from tests.support.origin import Origin
 
 QUESTION = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
@@ -291,3 +292,24 @@ def test_gemini_plain_chat_failures_are_openai_errors(gateway_factory: GatewayFa
         lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
     assert '"error"' in lines[-2] and '"content"' in lines[-3]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_only_watches_youtube_by_url_without_downloading(gateway_factory: GatewayFactory,
+                                                                 fake_gemini: FakeGemini, stream: bool,
+                                                                 net: NetAudit) -> None:
+    gw = start(gateway_factory, fake_gemini, None)
+    fake_gemini.answer = lambda request: f"Watched {request.file_uris[0]}"
+    watch = "https://www.youtube.com/watch?v=jNQXAC9IVRw"
+    # A share link as the video part, then the same video as a link in the text of a follow-up.
+    out = ask(gw, "gemini", "https://youtu.be/jNQXAC9IVRw?si=x", stream=stream)
+    assert out["content"] == f"Watched {watch}"
+    assert out["perception"]["gemini"]["video_via"] == "youtube"
+    assert out["perception"]["video"]["url"] == watch and out["perception"]["video"]["source_host"] == "www.youtube.com"
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    follow_up = client.chat.completions.create(model="gemini", messages=[
+        {"role": "user", "content": "What happens at the start of https://m.youtube.com/watch?v=jNQXAC9IVRw ?"}])
+    assert follow_up.choices[0].message.content == f"Watched {watch}"
+    # Nothing was fetched: no lookup of YouTube's name (the audit would also have failed the test), no upload.
+    assert not any("youtu" in name for name in net.lookups)
+    assert fake_gemini.uploads == 0 and all(r.inline_sizes == [] for r in fake_gemini.seen("generate"))

@@ -30,7 +30,7 @@ from gateway.backends.gemini import (
     make_client,
 )
 from gateway.errors import BackendTimeout, BackendUnavailable
-from gateway.media.library import Asset, VideoFacts
+from gateway.media.library import Asset, LinkedVideo, VideoFacts
 from gateway.media.probe import Probe
 from tests.support.clips import make_clip
 from tests.support.fake_gemini import DEFAULT_ANSWER as ANSWER
@@ -217,6 +217,34 @@ async def test_youtube_url_gemini_cannot_fetch_falls_back_to_the_video(fake_gemi
         answer = await gemini.describe(asset, PROMPT, deadline_s=10)
     assert answer.video_via == "inline"
     assert [r.file_uris for r in fake_gemini.seen("generate")] == [[YOUTUBE], []]
+
+
+async def test_linked_youtube_video_is_never_fetched_when_gemini_watches_it(fake_gemini: FakeGemini) -> None:
+    fetched: list[str] = []
+
+    async def fetch() -> Asset:
+        fetched.append(YOUTUBE)
+        return asset_for(make_clip(2.0, "160x120", 10), youtube=YOUTUBE)
+
+    async with backend_for(fake_gemini) as gemini:
+        answer = await gemini.describe(LinkedVideo("yt-1", YOUTUBE, fetch), PROMPT, deadline_s=10)
+        assert answer.video_via == "youtube" and fetched == []
+        # Gemini cannot fetch it (private, region-locked…): the video is fetched here and sent itself.
+        fake_gemini.fail(403, message="The caller does not have permission")
+        stream = await gemini.describe_stream(LinkedVideo("yt-1", YOUTUBE, fetch), PROMPT, deadline_s=10)
+        items = [item async for item in stream]
+    assert isinstance(items[-1], GeminiDone) and items[-1].answer.video_via == "inline" and fetched == [YOUTUBE]
+    assert [r.file_uris for r in fake_gemini.seen("generate")] == [[YOUTUBE], [YOUTUBE], []]
+
+
+async def test_a_refusal_other_than_fetching_is_not_retried_with_the_video(fake_gemini: FakeGemini) -> None:
+    async def fetch() -> Asset:
+        raise AssertionError("must not fetch")
+
+    fake_gemini.fail(429, times=10, route="any")
+    async with backend_for(fake_gemini) as gemini:
+        with pytest.raises(BackendUnavailable):
+            await gemini.describe(LinkedVideo("yt-1", YOUTUBE, fetch), PROMPT, deadline_s=10)
 
 
 # --- streaming --------------------------------------------------------------------------------------------------------

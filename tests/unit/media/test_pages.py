@@ -23,6 +23,7 @@ from gateway.media.pages import (
     choose_format,
     looks_like_page,
     resolve_page,
+    youtube_watch_url,
 )
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
@@ -290,3 +291,28 @@ def test_looks_like_page(url: str, is_page: bool) -> None:
 def test_the_clip_fixture_is_a_real_video(clip: bytes) -> None:
     assert clip[4:8] == b"ftyp"
     assert Path(make_clip(2.0, size="160x120", fps=10)).stat().st_size == len(clip)
+
+
+WATCH = "https://www.youtube.com/watch?v=jNQXAC9IVRw"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://www.youtube.com/watch?v=jNQXAC9IVRw", WATCH),
+    ("http://youtube.com/watch?feature=share&v=jNQXAC9IVRw&t=12s", WATCH),
+    ("https://m.youtube.com/watch?v=jNQXAC9IVRw", WATCH),
+    ("https://music.youtube.com/watch?v=jNQXAC9IVRw&list=RDx", WATCH),
+    ("https://youtu.be/jNQXAC9IVRw?si=abc", WATCH),
+    ("https://www.youtube.com/shorts/jNQXAC9IVRw", WATCH),
+    ("https://www.youtube-nocookie.com/embed/jNQXAC9IVRw", WATCH),
+    ("https://www.youtube.com/live/jNQXAC9IVRw?feature=share", WATCH),
+    ("https://www.youtube.com/playlist?list=PL123", None),
+    ("https://www.youtube.com/@somechannel", None),
+    ("https://www.youtube.com/watch?v=short", None),
+    ("https://www.youtube.com/watch?v=jNQXAC9IVRw%22%3E", None),
+    ("https://youtube.com.evil.example/watch?v=jNQXAC9IVRw", None),
+    ("https://evil.example/youtu.be/jNQXAC9IVRw", None),
+    ("ftp://youtu.be/jNQXAC9IVRw", None),
+    ("https://vimeo.com/76979871", None),
+])
+def test_youtube_links_are_recognised_and_made_canonical(url: str, expected: str | None) -> None:
+    assert youtube_watch_url(url) == expected
