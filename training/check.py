@@ -21,35 +21,12 @@ from training.conversation import Turn, prompted
 from training.dataset import DatasetInvalid, load_dataset
 from training.export import MANIFEST
 from training.frames import FrameSettings, VideoFrames
-from vllm_launch.teach import vllm_positions
+from vllm_launch.teach import decode_greedy
 
 
 def greedy(model: Any, encoder: Encoder, turns: Sequence[Turn], frames: VideoFrames, max_new_tokens: int = 64) -> str:
     """The model's greedy reply to turns (which end with a user turn), as vLLM would decode it."""
-    import numpy as np
-    import torch
-
-    prompt = encoder.prompt(turns, frames)
-    ids = prompt["input_ids"]
-    positions = torch.from_numpy(np.ascontiguousarray(
-        vllm_positions(ids, encoder.video_token_id, prompt["grid"], prompt["t_factors"])))[:, None, :]
-    next_pos = int(positions.max()) + 1
-    dtype = next(model.parameters()).dtype
-    out: list[int] = []
-    with torch.no_grad():
-        result = model(input_ids=torch.tensor([ids]), position_ids=positions, use_cache=True,
-                       pixel_values_videos=prompt["pixel_values_videos"].to(dtype),
-                       video_grid_thw=prompt["video_grid_thw"])
-        for _ in range(max_new_tokens):
-            token = int(result.logits[0, -1].argmax())
-            if token in (encoder.im_end, encoder.pad):
-                break
-            out.append(token)
-            pos = torch.full((3, 1, 1), next_pos, dtype=torch.long)
-            next_pos += 1
-            result = model(input_ids=torch.tensor([[token]]), position_ids=pos,
-                           past_key_values=result.past_key_values, use_cache=True)
-    return str(encoder.tokenizer.decode(out, skip_special_tokens=True))
+    return decode_greedy(model, encoder, encoder.prompt(turns, frames), max_new_tokens)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

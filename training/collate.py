@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.conversation import Turn
 from training.frames import VideoFrames
-from vllm_launch.teach import decode_jpeg, vllm_positions
+from vllm_launch.teach import ModelTokens, decode_jpeg, vllm_positions
 
 IGNORE = -100
 
@@ -27,18 +26,8 @@ class Encoded:
     video_grid_thw: Any
 
 
-class Encoder:
+class Encoder(ModelTokens):
     """Chat template + HF processor (frames with vLLM's VideoMetadata, size pinned as the gateway pins it)."""
-
-    def __init__(self, model_dir: Path) -> None:
-        from transformers import AutoConfig, AutoProcessor
-
-        self.processor = AutoProcessor.from_pretrained(model_dir)
-        self.tokenizer = self.processor.tokenizer
-        self.video_token_id = int(self.tokenizer.convert_tokens_to_ids("<|video_pad|>"))
-        self.im_end = int(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        self.pad = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.im_end)
-        self.tokens_per_second = AutoConfig.from_pretrained(model_dir).vision_config.tokens_per_second
 
     def _messages(self, turns: Sequence[Turn]) -> list[dict[str, Any]]:
         """Chat-template messages; the video is the first part of the first user turn, as the gateway sends it."""

@@ -236,8 +236,8 @@ def vllm_positions(input_ids: list[int], video_token_id: int, grids: list[list[i
     return np.concatenate(parts, axis=1)
 
 
-class Encoder:
-    """Turns rounds into model inputs exactly as vLLM would build them (chat template, processor, positions)."""
+class ModelTokens:
+    """A model's HF processor and the token ids that building inputs and decoding need (shared with training/)."""
 
     def __init__(self, model_dir: Path) -> None:
         from transformers import AutoConfig, AutoProcessor
@@ -246,8 +246,13 @@ class Encoder:
         self.tokenizer = self.processor.tokenizer
         self.video_token_id = int(self.tokenizer.convert_tokens_to_ids("<|video_pad|>"))
         self.im_end = int(self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        self.pad = int(self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+        pad = self.tokenizer.pad_token_id
+        self.pad = int(pad if pad is not None else self.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
         self.tokens_per_second = AutoConfig.from_pretrained(model_dir).vision_config.tokens_per_second
+
+
+class Encoder(ModelTokens):
+    """Turns rounds into model inputs exactly as vLLM would build them (chat template, processor, positions)."""
 
     def prompt(self, item: Round) -> dict[str, Any]:
         """Prompt-only inputs: input_ids (list), pixel_values_videos, video_grid_thw, and for the positions the
@@ -299,35 +304,42 @@ class Encoder:
 
 
 def greedy(model: Any, encoder: Encoder, item: Round, max_new_tokens: int = 48) -> tuple[str, float]:
-    """Greedy decode with vLLM's positions (HF's generate places the text after the video differently).
+    """Greedy decode of one round with vLLM's positions; see ``decode_greedy``."""
+    return decode_greedy(model, encoder, encoder.prompt(item), max_new_tokens)
+
+
+def decode_greedy(model: Any, tokens: ModelTokens, prompt: dict[str, Any], max_new_tokens: int) -> tuple[str, float]:
+    """Greedy decode of prompt inputs (as ``Encoder.prompt`` builds them) with vLLM's positions: HF's generate
+    places the text after the video differently.
 
     Returns the text and the smallest gap between the chosen and the runner-up logit: how far the weakest
     step is from flipping, as bfloat16 arithmetic in vLLM might make it.
     """
     import torch
 
-    prompt = encoder.prompt(item)
     ids = prompt["input_ids"]
     positions = torch.from_numpy(np.ascontiguousarray(
-        vllm_positions(ids, encoder.video_token_id, prompt["grid"], prompt["t_factors"])))[:, None, :]
+        vllm_positions(ids, tokens.video_token_id, prompt["grid"], prompt["t_factors"])))[:, None, :]
     next_pos = int(positions.max()) + 1
+    dtype = next(model.parameters()).dtype
     out: list[int] = []
     margin = math.inf
     with torch.no_grad():
         result = model(input_ids=torch.tensor([ids]), position_ids=positions, use_cache=True,
-                       pixel_values_videos=prompt["pixel_values_videos"], video_grid_thw=prompt["video_grid_thw"])
+                       pixel_values_videos=prompt["pixel_values_videos"].to(dtype),
+                       video_grid_thw=prompt["video_grid_thw"])
         for _ in range(max_new_tokens):
             top = result.logits[0, -1].topk(2)
             token = int(top.indices[0])
             margin = min(margin, float(top.values[0] - top.values[1]))
-            if token in (encoder.im_end, encoder.pad):
+            if token in (tokens.im_end, tokens.pad):
                 break
             out.append(token)
             pos = torch.full((3, 1, 1), next_pos, dtype=torch.long)
             next_pos += 1
             result = model(input_ids=torch.tensor([[token]]), position_ids=pos,
                            past_key_values=result.past_key_values, use_cache=True)
-    return str(encoder.tokenizer.decode(out, skip_special_tokens=True)), margin
+    return str(tokens.tokenizer.decode(out, skip_special_tokens=True)), margin
 
 
 # --- training -------------------------------------------------------------------------------------------
