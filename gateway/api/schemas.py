@@ -75,6 +75,10 @@ class VChatOptions(_Lenient):
         None, description="How Gemini's answer is merged (off: the local model alone).")
 
 
+TokenId = Annotated[str, Field(pattern=r"^\d{1,7}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
+
+
 class ChatCompletionRequest(_Lenient):
     """``POST /v1/chat/completions``. Sampling fields are passed on; ``n`` must be 1."""
 
@@ -92,4 +96,15 @@ class ChatCompletionRequest(_Lenient):
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[TokenId, Bias] | None = None
     vchat: VChatOptions = Field(default_factory=VChatOptions)
+
+    def sampling(self) -> dict[str, object]:
+        """The OpenAI sampling fields the client set, under the names the SDK takes (every round uses them)."""
+        params: dict[str, object] = {
+            "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed, "stop": self.stop,
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "presence_penalty": self.presence_penalty, "frequency_penalty": self.frequency_penalty,
+            "logit_bias": self.logit_bias,
+        }
+        return {key: value for key, value in params.items() if value is not None}

@@ -44,15 +44,10 @@ def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str | None, 
     if ref.from_text:
         text = text.replace(ref.value, " ")
     question, options = split_options(" ".join(text.split()) if "\n" not in text else text.strip())
-    sampling: dict[str, object] = {
-        "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop,
-        "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,
-        "max_tokens": body.max_completion_tokens or body.max_tokens or settings.round_max_tokens,
-    }
     return LoopRequest(
         model=model or "", question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
         max_frames=body.vchat.max_frames or settings.max_frames, fps=body.vchat.fps or settings.sample_fps,
-        sampling={key: value for key, value in sampling.items() if value is not None},
+        sampling={"max_tokens": settings.round_max_tokens, **body.sampling()},
     )
 
 

@@ -7,6 +7,7 @@ and the gateway names each round's vLLM request after its own request id).
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 import time
@@ -212,6 +213,14 @@ def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gatew
     assert answer.choices[0].message.content == "B"
 
 
+def end_tokens(model_dir: Path) -> list[int]:
+    """The ids of the tokens that end a reply (<|im_end|>, <|endoftext|>) in the model's tokenizer."""
+    added = json.loads((model_dir / "tokenizer.json").read_text())["added_tokens"]
+    ids = [int(token["id"]) for token in added if token["content"] in ("<|im_end|>", "<|endoftext|>")]
+    assert len(ids) == 2, added
+    return ids
+
+
 def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_factory: GatewayFactory,
                                                   origin: Origin, clip: Path) -> None:
     from tests.integration.test_models_and_ready import load_random_adapter
@@ -221,10 +230,12 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
     url = origin.file("/clip.mp4", clip.read_bytes())
     offset = vllm.log_offset()
     rid = f"leave-{time.monotonic_ns()}"
+    # The random adapter's reply is noise of any length (seeded sampling still varies between runs); with the
+    # end-of-turn tokens banned it runs to max_tokens (tens of seconds here), so the client leaves while vLLM is
+    # generating round 1.
     with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
-        # Seeded: with this seed the random adapter's first round runs for about 800 tokens (several seconds here),
-        # so the client certainly leaves while vLLM is generating it.
         "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": 3000,
+        "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
         "vchat": {"iterations": 3},
         "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
     }) as response:

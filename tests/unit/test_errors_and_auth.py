@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -125,6 +126,19 @@ def test_n_other_than_one_is_400(gateway_factory: GatewayFactory) -> None:
     response = httpx.post(f"{gw.url}/v1/chat/completions", json=body)
     error = assert_envelope(response, 400, "unsupported_value")
     assert error["param"] == "n"
+
+
+@pytest.mark.parametrize(("bias", "param"), [
+    ({"abc": 5}, "logit_bias.abc"),
+    ({"151645": -101}, "logit_bias.151645"),
+    ({"151645": "never"}, "logit_bias.151645"),
+])
+def test_bad_logit_bias_is_refused_naming_the_entry(gateway_factory: GatewayFactory, bias: dict[str, Any],
+                                                param: str) -> None:
+    gw = gateway_factory()
+    body = {"model": "videochat-r1.5", "logit_bias": bias, "messages": [{"role": "user", "content": "hi"}]}
+    error = assert_envelope(httpx.post(f"{gw.url}/v1/chat/completions", json=body), 422, "invalid_value")
+    assert error["type"] == "invalid_request_error" and str(error["param"]).startswith(param), error
 
 
 def test_metrics_count_requests_by_route_and_status(gateway_factory: GatewayFactory) -> None:

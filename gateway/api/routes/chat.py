@@ -21,16 +21,6 @@ router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
 
 
-def sampling_params(body: ChatCompletionRequest) -> dict[str, object]:
-    """The OpenAI sampling fields the client set, under the names the SDK takes."""
-    params: dict[str, object] = {
-        "temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop,
-        "max_tokens": body.max_completion_tokens or body.max_tokens,
-        "presence_penalty": body.presence_penalty, "frequency_penalty": body.frequency_penalty,
-    }
-    return {key: value for key, value in params.items() if value is not None}
-
-
 def _check(body: ChatCompletionRequest) -> None:
     if body.n != 1:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
@@ -54,7 +44,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     params: dict[str, object] = {
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in body.messages],
-        **sampling_params(body),
+        **body.sampling(),
     }
     if not body.stream:
         completion = await vllm.chat(params)
