@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     grid_fps: float = Field(4.0, gt=0, le=60, description="Rate of the decoded frame grid rounds pick from.")
     round_max_tokens: int = Field(2048, ge=16, description="Tokens one round may generate unless the client says.")
     round_timeout_s: float = Field(180.0, gt=0, description="Time limit for one perception round.")
+    sse_keepalive_s: float = Field(
+        2.0, gt=0, description="A streamed answer silent this long gets an SSE keep-alive comment (proxies keep "
+        "the stream open; a client that left is noticed at once).",
+    )
     max_active_jobs: int = Field(16, ge=1, description="Perception jobs running at once.")
     max_queued_jobs: int = Field(32, ge=0, description="Jobs waiting for a slot; beyond it requests get 429.")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, cast
 
 import anyio
 from fastapi.responses import StreamingResponse
@@ -16,14 +18,22 @@ class ClosingStreamingResponse(StreamingResponse):
     garbage collection; closing it here (shielded from that cancellation) runs its cleanup now — which is what
     closes the vLLM stream and makes vLLM abort the round."""
 
+    def __init__(self, content: AsyncIterator[bytes], *, cleanup: Callable[[], Awaitable[None]] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._cleanup = cleanup
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if close is not None:
                     await close()
+                # A body the client left before it started never runs its own cleanup: this does.
+                if self._cleanup is not None:
+                    await self._cleanup()
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:
@@ -32,7 +42,62 @@ def sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-def sse_response(events: AsyncIterator[bytes]) -> ClosingStreamingResponse:
+def sse_response(events: AsyncIterator[bytes],
+                 cleanup: Callable[[], Awaitable[None]] | None = None) -> ClosingStreamingResponse:
     """The ``text/event-stream`` response every streamed answer uses (no caching, no proxy buffering)."""
-    return ClosingStreamingResponse(events, media_type="text/event-stream",
+    return ClosingStreamingResponse(events, cleanup=cleanup, media_type="text/event-stream",
                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it
+
+
+class Silence(Exception):
+    """``ChunkPump.next``: nothing arrived within the keep-alive interval."""
+
+
+class ChunkPump:
+    """Runs a chunk generator to the end in one task of its own and hands the chunks over through a small queue.
+
+    Every round's timeouts and cancel scopes then live in one task (the handler and the response body run in
+    different tasks), and the response can send keep-alive comments while a round is silent: proxies keep the
+    stream open, and a client that left is noticed at the next write rather than at the next model token.
+    """
+
+    _END = object()
+
+    def __init__(self, chunks: AsyncGenerator[dict[str, Any], None], maxsize: int = 64) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
+        self._task = asyncio.create_task(self._run(chunks))
+
+    async def _run(self, chunks: AsyncGenerator[dict[str, Any], None]) -> None:
+        async with aclosing(chunks):
+            try:
+                async for chunk in chunks:
+                    await self._queue.put(chunk)
+            except Exception as exc:  # handed to the consumer, which raises it
+                await self._queue.put(exc)
+                return
+        await self._queue.put(self._END)
+
+    async def next(self, keepalive_s: float | None = None) -> dict[str, Any] | None:
+        """The next chunk; None at the end. With ``keepalive_s``, raises ``Silence`` when nothing came in that long
+        (the pump goes on: call again)."""
+        if keepalive_s is None:
+            item = await self._queue.get()
+        else:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), keepalive_s)
+            except TimeoutError:
+                raise Silence from None
+        if item is self._END:
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return cast(dict[str, Any], item)
+
+    async def aclose(self) -> None:
+        """Stop the pump (cancelling the work behind it) and wait for its cleanup, even while being cancelled."""
+        self._task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(self._task, return_exceptions=True)

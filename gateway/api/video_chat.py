@@ -9,7 +9,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
-import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
@@ -17,7 +16,7 @@ from gateway.api.admission import Admission
 from gateway.api.answers import AnswerBuilder, merge
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import sse, sse_response
+from gateway.api.streaming import KEEPALIVE, ChunkPump, Silence, sse, sse_response
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
@@ -95,20 +94,24 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage)
-    chunks = job.chunks()
+    if not body.stream:
+        try:
+            collected = await _unless_client_leaves(request, _collect(job.chunks()))
+        except BaseException as exc:
+            metrics.answers.labels(_outcome(exc)).inc()
+            raise
+        metrics.answers.labels("ok").inc()
+        return JSONResponse(merge(collected, builder))
+    pump = ChunkPump(job.chunks())
     try:
-        if not body.stream:
-            collected = await _unless_client_leaves(request, _collect(chunks))
-            metrics.answers.labels("ok").inc()
-            return JSONResponse(merge(collected, builder))
-        # Hold the headers back until vLLM has produced its first token: until then, errors are JSON errors.
+        # Hold the headers back until a model has produced something: until then, errors are JSON errors.
         head: list[dict[str, Any]] = []
-        async for chunk in chunks:
+        while (chunk := await pump.next()) is not None:
             head.append(chunk)
             if job.committed:
                 break
     except BaseException as exc:
-        await chunks.aclose()
+        await pump.aclose()
         metrics.answers.labels(_outcome(exc)).inc()
         raise
 
@@ -117,8 +120,15 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
         try:
             for chunk in head:
                 yield sse(chunk)
-            async for chunk in chunks:
-                yield sse(chunk)
+            while True:
+                try:
+                    item = await pump.next(settings.sse_keepalive_s)
+                except Silence:
+                    yield KEEPALIVE  # a silent stretch (a long prefill, waiting for Gemini)
+                    continue
+                if item is None:
+                    break
+                yield sse(item)
         except VChatError as exc:
             # The headers are gone: the error travels as an event, then the stream ends normally.
             outcome = _outcome(exc)
@@ -128,14 +138,13 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
             outcome = _outcome(exc)
             raise
         finally:
-            # Shielded: on a client disconnect this task is being cancelled, and closing the chunks is what
-            # closes the vLLM stream (vLLM then aborts the round) — it must run to the end.
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+            # On a client disconnect this task is being cancelled; stopping the pump (shielded inside) is what
+            # closes the vLLM stream, so vLLM aborts the round.
+            await pump.aclose()
             metrics.answers.labels(outcome).inc()
         yield sse("[DONE]")
 
-    return sse_response(body_stream())
+    return sse_response(body_stream(), cleanup=pump.aclose)
 
 
 async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -313,3 +313,22 @@ def test_gemini_only_watches_youtube_by_url_without_downloading(gateway_factory:
     # Nothing was fetched: no lookup of YouTube's name (the audit would also have failed the test), no upload.
     assert not any("youtu" in name for name in net.lookups)
     assert fake_gemini.uploads == 0 and all(r.inline_sizes == [] for r in fake_gemini.seen("generate"))
+
+
+def test_a_silent_stretch_of_a_stream_carries_keepalive_comments(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                                 fake_gemini: FakeGemini, clip_url: str) -> None:
+    # gemini_context: after round 1 the final round waits for Gemini's notes, and nothing is said meanwhile.
+    gw = start(gateway_factory, fake_gemini, vllm.base_url, sse_keepalive_s=0.3)
+    fake_gemini.latency_s = 3.0
+    out = ask(gw, "videochat-r1.5+gemini", clip_url, stream=True, merge="gemini_context")
+    assert out["content"] == "B" and DEFAULT_ANSWER in out["reasoning"]  # the SDK reads past the comments
+    body = {"model": "videochat-r1.5+gemini", "stream": True, "temperature": 0, "max_tokens": 64,
+            "vchat": {"iterations": 2, "merge": "gemini_context"},
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": clip_url}},
+                                                      {"type": "text", "text": QUESTION}]}]}
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body, timeout=60) as response:
+        lines = [line for line in response.iter_lines() if line]
+    pings = [n for n, line in enumerate(lines) if line == ": keep-alive"]
+    assert len(pings) >= 3, lines  # about 3 s of waiting at one comment per 0.3 s
+    assert lines[0].startswith("data: {") and lines[-1] == "data: [DONE]"
+    assert all(line.startswith("data: ") for n, line in enumerate(lines) if n not in pings)
