@@ -105,5 +105,5 @@ async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, req
             await events.aclose()
         yield sse("[DONE]")
 
-    return sse_response(stream())
+    return sse_response(stream(), cleanup=events.aclose)
 

@@ -213,6 +213,9 @@ def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gatew
     assert answer.choices[0].message.content == "B"
 
 
+LONG_REPLY = 6000  # tokens; the session's vLLM has --max-model-len 8192 and the round's prompt is about 1000
+
+
 def end_tokens(model_dir: Path) -> list[int]:
     """The ids of the tokens that end a reply (<|im_end|>, <|endoftext|>) in the model's tokenizer."""
     added = json.loads((model_dir / "tokenizer.json").read_text())["added_tokens"]
@@ -231,10 +234,10 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
     offset = vllm.log_offset()
     rid = f"leave-{time.monotonic_ns()}"
     # The random adapter's reply is noise of any length (seeded sampling still varies between runs); with the
-    # end-of-turn tokens banned it runs to max_tokens (tens of seconds here), so the client leaves while vLLM is
-    # generating round 1.
+    # end-of-turn tokens banned it runs to max_tokens (about a minute here), so the client leaves while vLLM is
+    # generating round 1 — however slowly a CPU shared with vLLM lets the gateway notice.
     with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
-        "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": 3000,
+        "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": LONG_REPLY,
         "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
         "vchat": {"iterations": 3},
         "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
@@ -245,7 +248,7 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
                 break  # leave while round 1 is generating
     first = re.escape(f"chatcmpl-{rid}-r1")
     aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not aborted.search(vllm.log_since(offset)):
         time.sleep(0.5)
     log = vllm.log_since(offset)
@@ -282,3 +285,28 @@ def test_beyond_capacity_is_429_with_retry_after(vllm: VllmHandle, gateway_facto
     assert next(r for r in answers if r.status_code == 200).json()["choices"][0]["message"]["content"] == "B"
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert 'vchat_answers_total{outcome="ok"}' in metrics and "vchat_round_visual_tokens_bucket" in metrics
+
+
+def test_client_leaving_a_plain_chat_stream_aborts_it_in_vllm(vllm: VllmHandle,
+                                                              gateway_factory: GatewayFactory) -> None:
+    from tests.integration.test_models_and_ready import load_random_adapter
+
+    load_random_adapter(vllm)
+    gw = gateway_factory(vllm_url=vllm.base_url)
+    offset = vllm.log_offset()
+    rid = f"plain-leave-{time.monotonic_ns()}"
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
+        "model": "random-r8", "stream": True, "temperature": 2.0, "max_tokens": LONG_REPLY,
+        "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+    }) as response:
+        assert response.status_code == 200
+        for n, _ in enumerate(response.iter_lines()):
+            if n > 4:
+                break
+    name = re.escape(f"chatcmpl-{rid}")
+    aborted = re.compile(rf"(Aborted request\(s\) {name}|Request {name}\S* aborted)")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not aborted.search(vllm.log_since(offset)):
+        time.sleep(0.5)
+    assert aborted.search(vllm.log_since(offset)), vllm.log_since(offset)[-2000:]

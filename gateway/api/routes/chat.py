@@ -16,6 +16,7 @@ from gateway.api.streaming import sse, sse_response
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.errors import InvalidRequest, VChatError
+from gateway.logs import request_id_var
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in body.messages],
         **body.sampling(),
+        # One id across the gateway's and vLLM's logs, as for the perception rounds.
+        "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
     }
     if not body.stream:
         completion = await vllm.chat(params)
@@ -64,4 +67,5 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             yield sse(exc.body())
         yield sse("[DONE]")
 
-    return sse_response(events())
+    # Closing the vLLM stream when the client leaves (even before the body started) makes vLLM abort.
+    return sse_response(events(), cleanup=chunks.aclose)
