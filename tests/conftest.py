@@ -21,6 +21,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support import netaudit
+from tests.support.clips import make_clip
 from tests.support.origin import Origin
 from vllm_launch.server import VllmServer
 from vllm_launch.settings import LaunchSettings
@@ -219,9 +220,15 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
 
 
 @pytest.fixture
-def gateway(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
-    """A gateway in front of the session's vLLM."""
+def gw(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
+    """A gateway in front of the session's vLLM (modules without vLLM override it)."""
     return gateway_factory(vllm_url=vllm.base_url)
+
+
+@pytest.fixture
+def clip() -> Path:
+    """The test clip the taught model knows: 6 s, 320x240, 30 fps, H.264 + AAC (modules override it)."""
+    return make_clip()
 
 
 @pytest.fixture(autouse=True)

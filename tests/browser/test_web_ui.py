@@ -21,7 +21,6 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from tests.conftest import GatewayFactory, LiveGateway, VllmHandle
 from tests.integration.test_models_and_ready import load_random_adapter
-from tests.support.clips import make_clip
 from tests.support.origin import Origin
 from vllm_launch.stack import ROOT
 
@@ -61,16 +60,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     chromium = playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
     yield chromium
     chromium.close()
-
-
-@pytest.fixture
-def clip() -> Path:
-    return make_clip()  # 6 s, 320x240, 30 fps, H.264 + AAC
-
-
-@pytest.fixture
-def gw(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
-    return gateway_factory(vllm_url=vllm.base_url)
 
 
 OpenPage = Callable[..., Page]

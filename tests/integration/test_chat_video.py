@@ -26,16 +26,6 @@ GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 64}
 QUESTION = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
 
 
-@pytest.fixture
-def clip() -> Path:
-    return make_clip()  # 6 s, 320x240, 30 fps, H.264 + AAC
-
-
-@pytest.fixture
-def gw(vllm: VllmHandle, gateway_factory: GatewayFactory) -> LiveGateway:
-    return gateway_factory(vllm_url=vllm.base_url)
-
-
 def sdk(gw: LiveGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=300)
 

@@ -10,13 +10,12 @@ import openai
 import pytest
 
 from tests.conftest import GatewayFactory, LiveGateway
-from tests.support.clips import make_clip
-from tests.support.media_api import error_of, media_entries, probe_file
+from tests.support.media_api import error_of, media_entries, probe_file, tagged_clip
 
 
 @pytest.fixture(scope="module")
 def clip() -> bytes:
-    return make_clip(3.0, "160x120", 10, extra=("-metadata", "title=secret-title")).read_bytes()
+    return tagged_clip()
 
 
 @pytest.fixture

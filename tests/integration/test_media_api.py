@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayFactory, LiveGateway
-from tests.support.clips import make_clip
-from tests.support.media_api import error_of, media_entries, probe_file
+from tests.support.media_api import error_of, media_entries, probe_file, tagged_clip
 from tests.support.netaudit import NetAudit
 from tests.support.origin import Origin
 
@@ -21,8 +20,7 @@ PAGE = """<!doctype html><html><head><title>A clip</title></head>
 
 @pytest.fixture(scope="module")
 def clip() -> bytes:
-    """3 s of 160x120 at 10 fps with audio, tagged with metadata that sanitizing must strip."""
-    return make_clip(3.0, "160x120", 10, extra=("-metadata", "title=secret-title")).read_bytes()
+    return tagged_clip()
 
 
 @pytest.fixture

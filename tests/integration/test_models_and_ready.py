@@ -14,8 +14,8 @@ from tests.conftest import VLLM_PYTHON, GatewayFactory, LiveGateway, VllmHandle,
 from vllm_launch.stack import ROOT
 
 
-def test_openai_sdk_lists_the_base_model(gateway: LiveGateway) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+def test_openai_sdk_lists_the_base_model(gw: LiveGateway) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
     models = client.models.list()
     ids = [model.id for model in models.data]
     assert ids[0] == "videochat-r1.5"
@@ -24,8 +24,8 @@ def test_openai_sdk_lists_the_base_model(gateway: LiveGateway) -> None:
     assert "root" not in (base.model_extra or {})  # the server's filesystem path stays private
 
 
-def test_ready_reports_the_backend(gateway: LiveGateway) -> None:
-    response = httpx.get(f"{gateway.url}/ready")
+def test_ready_reports_the_backend(gw: LiveGateway) -> None:
+    response = httpx.get(f"{gw.url}/ready")
     assert response.status_code == 200
     assert response.json()["backends"]["vllm"]["models"][0] == "videochat-r1.5"
 
@@ -38,8 +38,8 @@ def test_ready_fails_when_vllm_serves_another_name(vllm: VllmHandle, gateway_fac
     assert "some-other-model" in response.json()["error"]["message"]
 
 
-def test_plain_chat_through_the_sdk(gateway: LiveGateway) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+def test_plain_chat_through_the_sdk(gw: LiveGateway) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
     completion = client.chat.completions.create(
         model="videochat-r1.5", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, temperature=0,
     )
@@ -55,8 +55,8 @@ def test_plain_chat_through_the_sdk(gateway: LiveGateway) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
 
 
-def test_unknown_model_is_404(gateway: LiveGateway) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+def test_unknown_model_is_404(gw: LiveGateway) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "model_not_found"
@@ -74,11 +74,11 @@ def load_random_adapter(vllm: VllmHandle) -> Path:
     return adapter
 
 
-def test_runtime_adapter_is_listed_with_its_parent(vllm: VllmHandle, gateway: LiveGateway) -> None:
+def test_runtime_adapter_is_listed_with_its_parent(vllm: VllmHandle, gw: LiveGateway) -> None:
     adapter = load_random_adapter(vllm)
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["r"] == 8
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
     cards = {model.id: model for model in client.models.list().data}
     assert (cards["random-r8"].model_extra or {}).get("parent") == "videochat-r1.5"
     # And the adapter answers differently from the base model on the same greedy request.
@@ -89,8 +89,8 @@ def test_runtime_adapter_is_listed_with_its_parent(vllm: VllmHandle, gateway: Li
     assert tuned.choices[0].message.content != base.choices[0].message.content
 
 
-def test_vllm_stop_and_restart_without_restarting_the_gateway(vllm: VllmHandle, gateway: LiveGateway) -> None:
-    assert httpx.get(f"{gateway.url}/ready").status_code == 200
+def test_vllm_stop_and_restart_without_restarting_the_gateway(vllm: VllmHandle, gw: LiveGateway) -> None:
+    assert httpx.get(f"{gw.url}/ready").status_code == 200
     pgid = vllm.server.process.pid if vllm.server.process else None
     vllm.stop()
     # No process of that vLLM survives its stop (the engine core included).
@@ -98,16 +98,16 @@ def test_vllm_stop_and_restart_without_restarting_the_gateway(vllm: VllmHandle, 
     survivors = [pid for pid in marked_pids() if _pgid(pid) == pgid]
     assert survivors == []
 
-    ready = httpx.get(f"{gateway.url}/ready")
+    ready = httpx.get(f"{gw.url}/ready")
     assert ready.status_code == 503 and ready.json()["error"]["message"]
-    models = httpx.get(f"{gateway.url}/v1/models")
+    models = httpx.get(f"{gw.url}/v1/models")
     assert models.status_code == 503
     assert models.json()["error"]["code"] == "backend_unavailable"
     assert int(models.headers["retry-after"]) > 0
 
     vllm.start()
-    assert httpx.get(f"{gateway.url}/ready").status_code == 200
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+    assert httpx.get(f"{gw.url}/ready").status_code == 200
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
     assert client.models.list().data[0].id == "videochat-r1.5"
 
 

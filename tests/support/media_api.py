@@ -10,9 +10,15 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import marked_pids
+from tests.support.clips import make_clip
 
 # What a readable refusal must not contain: internals a client cannot act on.
 _INTERNALS = ("Traceback", "Errno", "Exception", "httpx", "httpcore", "yt_dlp", "ffprobe -", "/tmp/")
+
+
+def tagged_clip() -> bytes:
+    """3 s of 160x120 at 10 fps with audio, tagged with metadata that sanitizing must strip."""
+    return make_clip(3.0, "160x120", 10, extra=("-metadata", "title=secret-title")).read_bytes()
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> str:
