@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx2
 import pytest
 import uvicorn
 
@@ -167,9 +168,9 @@ def vllm(vllm_session: VllmHandle) -> VllmHandle:
 class LiveGateway:
     """A gateway app served by real uvicorn on a free loopback port, in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, vllm_transport=vllm_transport)
         self.port = free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
                                 lifespan="on")
@@ -202,15 +203,16 @@ def gateway_factory(tmp_path: Path) -> Iterator[GatewayFactory]:
     """Start gateways with settings overrides; all are stopped at the end of the test.
 
     Defaults: no vLLM, a media cache of the test's own, and loopback 127.0.0.1 allowed for fetching (the
-    `origin` fixture lives there); SSRF tests narrow that with ``media_allowed_hosts``.
+    `origin` fixture lives there); SSRF tests narrow that with ``media_allowed_hosts``. ``vllm_transport`` stands
+    in for vLLM's network where a real model cannot be made to send a given reply.
     """
     started: list[LiveGateway] = []
 
-    def start(**overrides: object) -> LiveGateway:
+    def start(vllm_transport: httpx2.AsyncBaseTransport | None = None, **overrides: object) -> LiveGateway:
         values: dict[str, object] = {"vllm_url": None, "log_format": "text", "media_dir": tmp_path / "media",
                                      "media_allowed_hosts": "127.0.0.1"}
         values.update(overrides)
-        gateway = LiveGateway(Settings(**values))  # type: ignore[arg-type]
+        gateway = LiveGateway(Settings(**values), vllm_transport)  # type: ignore[arg-type]
         started.append(gateway.__enter__())
         return gateway
 

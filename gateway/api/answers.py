@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from gateway.media.library import Asset, LinkedVideo
-from gateway.perception.loop import LoopRequest, Piece, RoundFinished, RoundStarted, Usage
+from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished, RoundStarted, Usage
 from gateway.perception.merge import GeminiFinished, GeminiText, MergedEvent, MergeMode, Notice, Section
 
 
@@ -47,6 +47,8 @@ class AnswerBuilder:
     def on_event(self, event: MergedEvent) -> list[dict[str, Any]]:
         if isinstance(event, RoundStarted):
             return self._started(event)
+        if isinstance(event, Replying):
+            return []
         if isinstance(event, Piece):
             if event.channel == "glue":
                 return []
@@ -87,6 +89,7 @@ class AnswerBuilder:
             # The round is being retried with fewer or smaller frames (vLLM's encoder cache was too small).
             self.rounds.pop()
             self.warnings.append(f"Round {event.round} was retried with fewer or smaller frames to fit vLLM.")
+        self.warnings.extend(note for note in event.notes if note not in self.warnings)
         self.rounds.append({
             "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
             "sample_fps": event.sample_fps, "frame_size": [event.width, event.height],
@@ -103,7 +106,7 @@ class AnswerBuilder:
         if "local" not in self.sources:
             self.sources.insert(0, "local")
         record.update({
-            "answer": event.reply.answer if event.reply.answer is not None else event.text.strip(),
+            "answer": event.answer,
             "segments": [list(s) for s in event.segments], "finish_reason": event.finish_reason,
             "usage": {"prompt_tokens": event.usage.prompt_tokens, "completion_tokens": event.usage.completion_tokens},
             "seconds": event.seconds,

@@ -22,7 +22,7 @@ from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
 from gateway.media.library import Asset, VideoLibrary
 from gateway.metrics import Metrics
-from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, RoundFinished
+from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, Replying, RoundFinished
 from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
 from gateway.perception.prompts import split_options
 from gateway.settings import Settings
@@ -43,10 +43,11 @@ def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str | None, 
     if ref.from_text:
         text = text.replace(ref.value, " ")
     question, options = split_options(" ".join(text.split()) if "\n" not in text else text.strip())
+    asked = body.max_completion_tokens or body.max_tokens
     return LoopRequest(
         model=model or "", question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
         max_frames=body.vchat.max_frames or settings.max_frames, fps=body.vchat.fps or settings.sample_fps,
-        sampling={"max_tokens": settings.round_max_tokens, **body.sampling()},
+        sampling=body.sampling(), max_tokens=asked or settings.round_max_tokens, max_tokens_set=asked is not None,
     )
 
 
@@ -65,7 +66,7 @@ class _Job:
             yield builder.start()
             async with aclosing(self.merger.run(builder.asset, builder.req)) as events:
                 async for event in events:
-                    if isinstance(event, Piece | RoundFinished | GeminiText | GeminiFinished):
+                    if isinstance(event, Replying | Piece | RoundFinished | GeminiText | GeminiFinished):
                         self.committed = True
                     for chunk in builder.on_event(event):
                         yield chunk
@@ -88,7 +89,7 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     loop = cast(PerceptionLoop | None, state.perception) if route.local is not None else None
     if loop is not None:
         assert isinstance(asset, Asset)  # linked only when no local model answers
-        loop.plan(asset, req)  # a video that cannot be sampled is refused before anything starts
+        await loop.plan(asset, req)  # a video that cannot be sampled (or fit) is refused before anything starts
     gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode)

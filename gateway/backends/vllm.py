@@ -37,7 +37,7 @@ class VllmBackend:
         self._http = http
         self._timeout_s = timeout_s
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._ids: tuple[float, list[str]] | None = None
+        self._models: tuple[float, list[ServedModel]] | None = None
         self.openai = openai.AsyncOpenAI(
             base_url=f"{base_url}/v1", api_key=api_key or "unused", http_client=http,
             max_retries=0, timeout=timeout_s,
@@ -55,10 +55,22 @@ class VllmBackend:
     async def model_ids(self, max_age_s: float = 2.0) -> list[str]:
         """The served model ids, from a copy at most ``max_age_s`` old (routing every request must not cost a
         round trip to vLLM); callers refresh with ``max_age_s=0`` when a name is missing."""
+        return [model.id for model in await self._served(max_age_s)]
+
+    async def max_model_len(self, model: str) -> int | None:
+        """The context vLLM reports for ``model`` (base or adapter); None when it is not listed or says nothing.
+        A running vLLM never changes it, so a minute-old copy of the list will do."""
+        for fresh in (60.0, 0.0):
+            card = next((m for m in await self._served(fresh) if m.id == model), None)
+            if card is not None:
+                return card.max_model_len
+        return None
+
+    async def _served(self, max_age_s: float) -> list[ServedModel]:
         now = time.monotonic()
-        if self._ids is None or now - self._ids[0] > max_age_s:
-            self._ids = (now, [model.id for model in await self.list_models()])
-        return self._ids[1]
+        if self._models is None or now - self._models[0] > max_age_s:
+            self._models = (now, await self.list_models())
+        return self._models[1]
 
     async def list_models(self) -> list[ServedModel]:
         """Every model vLLM serves right now, base model first as vLLM lists it."""

@@ -16,15 +16,17 @@ from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.logs import request_id_var
 from gateway.media.frames import FrameGrid, data_url
 from gateway.media.library import Asset, VideoLibrary
-from gateway.media.plan import FrameLimits, FramePlan, plan_frames
+from gateway.media.plan import FrameLimits, FramePlan
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue, select_frames
 from gateway.metrics import Metrics
+from gateway.perception.budget import RoundPlan, plan_round
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
 from gateway.perception.tags import Channel, TagSplitter
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 _ENCODER_CACHE = re.compile(r"encoder cache size (\d+)")
+_CONTEXT = re.compile(r"maximum (?:model|context) length (?:of |is |\()?(\d+)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class LoopRequest:
     max_frames: int
     fps: float
     sampling: dict[str, object]
+    max_tokens: int = 2048  # each round's reply budget
+    max_tokens_set: bool = False  # the client chose it (then it is never lowered to fit the context)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,14 @@ class RoundStarted:
     height: int
     visual_tokens: int
     spans_in: tuple[Span, ...]  # the segments this round samples densely (empty: uniform)
+    notes: tuple[str, ...] = ()  # what was cut to fit vLLM, and why
+
+
+@dataclass(frozen=True)
+class Replying:
+    """vLLM accepted the round and sent its first token (the request can no longer fail as a whole)."""
+
+    round: int
 
 
 @dataclass(frozen=True)
@@ -75,13 +87,14 @@ class RoundFinished:
     last: bool
     reply: Reply
     text: str
+    answer: str  # the answer as streamed to the client (TagSplitter's content)
     segments: tuple[Span, ...]  # hardened glue: what the next round looks at
     usage: Usage
     finish_reason: str | None
     seconds: float
 
 
-Event = RoundStarted | Piece | RoundFinished
+Event = RoundStarted | Replying | Piece | RoundFinished
 
 
 class PerceptionLoop:
@@ -93,16 +106,20 @@ class PerceptionLoop:
         self.settings = settings
         self.metrics = metrics
         self.token_limit = settings.max_visual_tokens
+        self.context_limit: int | None = None  # a context vLLM's errors reported, when smaller than it lists
 
-    def plan(self, asset: Asset, req: LoopRequest) -> FramePlan:
-        """Frame count and size for every round of this request, within the visual-token limit."""
+    async def plan(self, asset: Asset, req: LoopRequest, prompt: str | None = None) -> RoundPlan:
+        """Frames and reply budget of a round with this prompt (default: the glue round's) within vLLM's limits."""
         limits = FrameLimits(max_visual_tokens=self.token_limit, min_pixels=self.settings.frame_min_pixels,
                              max_pixels=self.settings.frame_max_pixels, total_pixels=self.settings.frame_total_pixels,
                              max_frames=req.max_frames, target_fps=req.fps)
-        try:
-            return plan_frames(asset.probe.video_info(), limits, spare_frames=KEY_TIME_SPARE_FRAMES)
-        except ValueError as exc:
-            raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+        context = await self.vllm.max_model_len(req.model)
+        if self.context_limit is not None:
+            context = min(context or self.context_limit, self.context_limit)
+        return plan_round(asset.probe.video_info(), limits, context=context,
+                          prompt=prompt if prompt is not None else round_prompt(req.question, req.options, glue=True),
+                          max_tokens=req.max_tokens, max_tokens_set=req.max_tokens_set,
+                          spare_frames=KEY_TIME_SPARE_FRAMES)
 
     def grid_fps(self, asset: Asset, plan: FramePlan) -> float:
         # Twice the average sampling rate, so spans sampled 1.5x denser still find distinct frames.
@@ -125,16 +142,27 @@ class PerceptionLoop:
                         yield event
                     break
                 except InvalidRequest as exc:
-                    # vLLM reports its encoder cache when a round's video does not fit: plan under it and retry.
-                    found = _ENCODER_CACHE.search(exc.message)
-                    if attempt == 1 or found is None or int(found[1]) >= self.token_limit:
+                    # vLLM names its encoder cache or context when a round does not fit: plan under it and retry.
+                    if attempt == 1 or not self._learn(exc.message):
                         raise
-                    self.token_limit = int(found[1])
-                    logger.warning("vLLM's encoder cache holds %d visual tokens; planning under it", self.token_limit)
+
+    def _learn(self, message: str) -> bool:
+        """Take a smaller limit from vLLM's error message; False when it names none."""
+        if (found := _ENCODER_CACHE.search(message)) and int(found[1]) < self.token_limit:
+            self.token_limit = int(found[1])
+            logger.warning("vLLM's encoder cache holds %d visual tokens; planning under it", self.token_limit)
+            return True
+        if (found := _CONTEXT.search(message)) and int(found[1]) < (self.context_limit or 1 << 62):
+            self.context_limit = int(found[1])
+            logger.warning("vLLM's context is %d tokens; planning under it", self.context_limit)
+            return True
+        return False
 
     async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
                      spans: tuple[Span, ...], context: str | None = None) -> AsyncGenerator[Event, None]:
-        plan = self.plan(asset, req)
+        prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
+        budget = await self.plan(asset, req, prompt)
+        plan = budget.frames
         grid = await self.library.grid(asset, width=plan.width, height=plan.height,
                                        grid_fps=self.grid_fps(asset, plan))
         probe = asset.probe
@@ -143,7 +171,7 @@ class PerceptionLoop:
         picks = grid.pick([index / probe.fps for index in selection.indices])
         started = RoundStarted(number, last, tuple(round(grid.times[p], 3) for p in picks),
                                round(selection.sample_fps, 4), grid.width, grid.height,
-                               _tokens(len(picks), grid), spans if selection.key_time else ())
+                               _tokens(len(picks), grid), spans if selection.key_time else (), budget.notes)
         video = await data_url(grid, picks)
         self.metrics.round_frames.observe(len(picks))
         self.metrics.round_visual_tokens.observe(started.visual_tokens)
@@ -153,8 +181,7 @@ class PerceptionLoop:
             "model": req.model,
             "messages": [{"role": "user", "content": [
                 {"type": "video_url", "video_url": {"url": video}},
-                {"type": "text",
-                 "text": _with_context(round_prompt(req.question, req.options, glue=not last), context)},
+                {"type": "text", "text": prompt},
             ]}],
             "stream_options": {"include_usage": True},
             # One id across the gateway's and vLLM's logs (vLLM names its request after it).
@@ -163,6 +190,7 @@ class PerceptionLoop:
             "extra_headers": {"X-Request-Id": f"{request_id_var.get() or 'req'}-r{number}",
                               "x-vchat-video-id": asset.id},
             **req.sampling,
+            "max_tokens": budget.max_tokens,
             "extra_body": {
                 # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
                 "media_io_kwargs": {"video": {"num_frames": -1, "fps": selection.sample_fps}},
@@ -172,6 +200,7 @@ class PerceptionLoop:
         clock = time.perf_counter()
         text, usage, finish = "", Usage(), None
         splitter = TagSplitter()
+        replying = False
         try:
             async with asyncio.timeout(self.settings.round_timeout_s):
                 async with aclosing(await self.vllm.chat_stream(params)) as chunks:
@@ -181,6 +210,9 @@ class PerceptionLoop:
                         for choice in chunk.choices:
                             finish = choice.finish_reason or finish
                             delta = choice.delta.content or ""
+                            if delta and not replying:
+                                replying = True
+                                yield Replying(number)
                             text += delta
                             for channel, piece in splitter.feed(delta):
                                 yield Piece(number, channel, piece)
@@ -193,8 +225,10 @@ class PerceptionLoop:
         self.metrics.vllm_call_seconds.observe(seconds)
         self.metrics.rounds.labels("last" if last else "intermediate").inc()
         reply = parse_reply(text)
-        segments = () if last else tuple(parse_glue(reply.glue_text or "", probe.duration_s))
-        yield RoundFinished(number, last, reply, text, segments, usage, finish, round(seconds, 3))
+        # As upstream: a reply without <glue> keeps the segments it was given; one whose glue does not parse drops them.
+        segments = spans if reply.glue_text is None else tuple(parse_glue(reply.glue_text, probe.duration_s))
+        segments = () if last else segments
+        yield RoundFinished(number, last, reply, text, splitter.answer, segments, usage, finish, round(seconds, 3))
 
 
 def _with_context(prompt: str, context: str | None) -> str:

@@ -88,7 +88,7 @@ def final_prompt(req: LoopRequest, local: RoundFinished | None, segments: list[t
         return f"Watch this video and listen to its audio, then answer. {question_text(req)}"
     spans = ", ".join(f"{s:.1f}-{e:.1f} s" for s, e in segments) or "none given"
     return (f"Watch this video and listen to its audio, then answer. {question_text(req)}\n"
-            f"A specialised local video model answered: {local.reply.answer or local.text.strip()!r}, based on these "
+            f"A specialised local video model answered: {local.answer!r}, based on these "
             f"moments: {spans}. Check them yourself and give the final answer.")
 
 
@@ -178,7 +178,7 @@ class Merger:
             if last is None:
                 raise _both_down(failure or "no answer", exc) from exc
             yield Notice(f"Gemini did not answer ({exc.message}); this is the local model's answer.")
-            yield Piece(last.round, "content", last.reply.answer or last.text.strip())
+            yield Piece(last.round, "content", last.answer)
 
     async def _side_by_side(self, asset: Asset, req: LoopRequest) -> AsyncGenerator[MergedEvent, None]:
         gemini = self._ask(asset, final_prompt(req, None, []), req)
