@@ -79,11 +79,12 @@ class Settings(BaseSettings):
     default_iterations: int = Field(3, ge=1, le=16, description="Perception rounds when a request does not say.")
     max_iterations: int = Field(5, ge=1, le=16, description="Most perception rounds a request may ask for.")
     max_visual_tokens: int = Field(
-        7680, ge=64, description="Visual-token limit per round (keep it within vLLM's encoder cache; a smaller "
-        "cache vLLM reports is learned and used automatically).",
+        36864, ge=64, description="Visual-token limit per round: 512 frames at the smallest frame size fit (a "
+        "smaller encoder cache vLLM reports is learned; vLLM's context is read from it and also limits frames).",
     )
     sample_fps: float = Field(2.0, gt=0, le=30, description="Frames per second sampled, as VideoChat-R1.5 does.")
-    max_frames: int = Field(64, ge=4, le=512, description="Most frames per round (requests may ask for up to 512).")
+    max_frames: int = Field(
+        512, ge=4, le=512, description="Most frames per round, VideoChat-R1.5's 512 (requests may ask for up to 512).")
     frame_min_pixels: int = Field(128 * 28 * 28, ge=28 * 28, description="Smallest frame area sent, pixels.")
     frame_max_pixels: int = Field(768 * 28 * 28, ge=28 * 28, description="Largest frame area sent, pixels.")
     frame_total_pixels: int = Field(
