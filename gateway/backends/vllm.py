@@ -58,12 +58,13 @@ class VllmBackend:
         return [model.id for model in await self._served(max_age_s)]
 
     async def max_model_len(self, model: str) -> int | None:
-        """The context vLLM reports for ``model`` (base or adapter); None when it is not listed or says nothing.
-        A running vLLM never changes it, so a minute-old copy of the list will do."""
+        """The context vLLM serves ``model`` with; None when it is not listed. vLLM's card says it for base models
+        only, and it is one engine's: an adapter's is its base's. A running vLLM never changes it, so a minute-old
+        copy of the list will do."""
         for fresh in (60.0, 0.0):
-            card = next((m for m in await self._served(fresh) if m.id == model), None)
-            if card is not None:
-                return card.max_model_len
+            served = await self._served(fresh)
+            if any(m.id == model for m in served):
+                return next((m.max_model_len for m in served if m.max_model_len), None)
         return None
 
     async def _served(self, max_age_s: float) -> list[ServedModel]:

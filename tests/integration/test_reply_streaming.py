@@ -21,6 +21,7 @@ from tests.support.clips import make_clip
 from tests.support.origin import Origin
 
 MODEL = "videochat-r1.5"
+ADAPTER = "adapter-a"
 QUESTION = "What moves in the video?\nA. nothing\nB. the bars"
 
 
@@ -39,7 +40,9 @@ class ScriptedVllm:
         if request.url.path == "/v1/models":
             card = {"id": MODEL, "object": "model", "created": 0, "owned_by": "vllm", "root": MODEL, "parent": None,
                     "max_model_len": self.max_model_len}
-            return httpx2.Response(200, json={"object": "list", "data": [card]})
+            # vLLM's adapter cards carry no max_model_len: the engine's context is the base model's.
+            lora = {"id": ADAPTER, "object": "model", "created": 0, "owned_by": "vllm", "root": "/a", "parent": MODEL}
+            return httpx2.Response(200, json={"object": "list", "data": [card, lora]})
         if request.url.path != "/v1/chat/completions":
             return httpx2.Response(404, json={"error": {"message": "not found"}})
         self.requests.append(json.loads(request.content))
@@ -63,12 +66,12 @@ def gateway(factory: GatewayFactory, vllm: ScriptedVllm) -> LiveGateway:
     return factory(vllm_url="http://127.0.0.1:9", vllm_transport=httpx2.MockTransport(vllm))
 
 
-def ask_both(gw: LiveGateway, url: str, **fields: Any) -> tuple[Any, tuple[str, str, Any]]:
+def ask_both(gw: LiveGateway, url: str, model: str = MODEL, **fields: Any) -> tuple[Any, tuple[str, str, Any]]:
     """The same question non-streamed and streamed: (the completion, (content, reasoning, final chunk))."""
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=120)
     messages: Any = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
                                                   {"type": "text", "text": QUESTION}]}]
-    params: dict[str, Any] = {"model": MODEL, "messages": messages, "extra_body": {"vchat": {"iterations": 1}},
+    params: dict[str, Any] = {"model": model, "messages": messages, "extra_body": {"vchat": {"iterations": 1}},
                               **fields}
     plain = client.chat.completions.create(**params)
     chunks = list(client.chat.completions.create(stream=True, **params))
@@ -106,13 +109,13 @@ def test_a_reply_cut_off_inside_think_answers_with_its_text(gateway_factory: Gat
     assert plain.choices[0].finish_reason == final.choices[0].finish_reason == "length"
 
 
-def test_frames_are_cut_to_the_context_vllm_lists_and_the_client_is_told(gateway_factory: GatewayFactory,
+def test_an_adapters_frames_are_cut_to_the_context_vllm_lists_and_the_client_is_told(gateway_factory: GatewayFactory,
                                                                         origin: Origin) -> None:
     # 60 s at 2 fps is 120 frames, about 7,200 visual tokens: with 2,048 reply tokens that overflows 8,192.
     vllm = ScriptedVllm(["<answer>", "B", "</answer>"], max_model_len=8192)
     gw = gateway(gateway_factory, vllm)
     url = origin.file("/long.mp4", make_clip(seconds=60, size="640x360", fps=10).read_bytes())
-    plain, _ = ask_both(gw, url)
+    plain, _ = ask_both(gw, url, model=ADAPTER)
     rounds = plain.model_extra["perception"]["rounds"]
     sent = vllm.requests[0]
     frames = sent["messages"][0]["content"][0]["video_url"]["url"].count(",")  # data:video/jpeg;base64,f1,f2,…
