@@ -35,11 +35,11 @@ def _serve(_: argparse.Namespace) -> None:
 
     from gateway.app import create_app
     from gateway.logs import configure_logging
+    from gateway.serving import uvicorn_config
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
 
 
 def _env_table(_: argparse.Namespace) -> None:

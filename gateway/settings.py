@@ -17,6 +17,11 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
+    http_header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection that has not sent a request's full headers this long is closed.")
+    http_keepalive_s: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this.")
+    http_max_connections: int = Field(
+        1000, ge=1, description="Open connections beyond this get 503 (slow or idle ones are closed as above).")
     vllm_url: AnyHttpUrl | None = Field(
         AnyHttpUrl("http://127.0.0.1:8001"),
         description="Base URL of the vLLM OpenAI server (without /v1). Empty: no local model.",

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
+from gateway.serving import uvicorn_config
 from gateway.settings import Settings
 from tests.support import netaudit
 from tests.support.clips import make_clip
@@ -172,8 +173,7 @@ class LiveGateway:
         self.settings = settings
         self.app = create_app(settings, vllm_transport=vllm_transport)
         self.port = free_port()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on")
+        config = uvicorn_config(self.app, settings, host="127.0.0.1", port=self.port, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 

@@ -44,17 +44,31 @@ def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
     return error
 
 
-def _from_validation_error(exc: RequestValidationError) -> VChatError:
+def _from_validation_error(exc: RequestValidationError, content_type: str) -> VChatError:
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    if first.get("type") == "json_invalid":
+    # "<...>" segments are the tags of the request schema's unions (schemas.py), not places in the body.
+    loc = [str(part) for part in first.get("loc", ()) if part != "body" and not str(part).startswith("<")]
+    kind = first.get("type")
+    if kind == "json_invalid":
         return RequestValidationFailed(
             f"The request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}.",
             code="invalid_json",
         )
+    if not loc and kind in ("model_attributes_type", "dict_type", "model_type"):
+        # FastAPI reads a body as JSON only when it is declared so; anything else arrives as text or bytes.
+        sent = f"Content-Type '{content_type}'" if content_type else "no Content-Type"
+        return RequestValidationFailed(
+            f"The request body must be a JSON object sent with 'Content-Type: application/json' (got {sent}).",
+            code="invalid_content_type",
+        )
+    message = str(first.get("msg", "invalid value"))
+    if kind == "unknown_part_type":
+        given = first.get("input", {}).get("type") if isinstance(first.get("input"), dict) else None
+        loc.append("type")
+        message = f"{message} (got {given!r})" if given is not None else f"{message} (the part has none)"
     param = ".".join(loc) or None
     where = f" at '{param}'" if param else ""
-    return RequestValidationFailed(f"Invalid request{where}: {first.get('msg', 'invalid value')}.", param=param)
+    return RequestValidationFailed(f"Invalid request{where}: {message}.", param=param)
 
 
 async def _vchat_error(_: Request, exc: Exception) -> JSONResponse:
@@ -72,9 +86,9 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     return response
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return render_error(_from_validation_error(exc))
+    return render_error(_from_validation_error(exc, request.headers.get("content-type", "")))
 
 
 def install_error_handlers(app: FastAPI) -> None:

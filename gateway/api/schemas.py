@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, Tag, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class _Lenient(BaseModel):
@@ -41,13 +42,47 @@ class FilePart(_Lenient):
     file: FileRef
 
 
-ContentPart = Annotated[TextPart | ImageUrlPart | VideoUrlPart | FilePart, Field(discriminator="type")]
+PART_TYPES = ("text", "image_url", "video_url", "file")
+
+
+def _part_tag(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"<{kind}>" if kind in PART_TYPES else None
+
+
+def _content_tag(value: Any) -> str | None:
+    return "<text>" if isinstance(value, str) else "<parts>" if isinstance(value, list) else None
+
+
+# Branches are picked by a function, so an error names the branch that applies (not "should be a valid string"
+# for a list of parts); the "<...>" tags pydantic puts into error locations are dropped by the error handler.
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("<text>")] | Annotated[ImageUrlPart, Tag("<image_url>")]
+    | Annotated[VideoUrlPart, Tag("<video_url>")] | Annotated[FilePart, Tag("<file>")],
+    Discriminator(_part_tag, custom_error_type="unknown_part_type",
+                  custom_error_message="Unknown content part type; a part's 'type' is one of "
+                                       + ", ".join(f"'{t}'" for t in PART_TYPES)),
+]
+MessageContent = Annotated[
+    Annotated[str, Tag("<text>")] | Annotated[list[ContentPart], Tag("<parts>")],
+    Discriminator(_content_tag, custom_error_type="content_type",
+                  custom_error_message="A message's content is a string or a list of content parts"),
+]
 
 
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    # Only an assistant turn may go without content (OpenAI allows it beside tool_calls / a refusal).
+    content: MessageContent | None = Field(None, validate_default=True)
     name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_required(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.data.get("role", "assistant") != "assistant":
+            raise PydanticCustomError("content_required", "A {role} message needs content (a string or parts)",
+                                      {"role": info.data["role"]})
+        return value
 
     def text(self) -> str:
         """The message's text parts joined (media parts left out)."""
@@ -62,7 +97,7 @@ class ChatMessage(_Lenient):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class VChatOptions(_Lenient):
@@ -75,6 +110,7 @@ class VChatOptions(_Lenient):
         None, description="How Gemini's answer is merged (off: the local model alone).")
 
 
+PLAIN_CHAT_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs", "response_format")
 TokenId = Annotated[str, Field(pattern=r"^\d{1,7}$")]
 Bias = Annotated[float, Field(ge=-100, le=100)]
 
@@ -90,14 +126,24 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False  # "yes" or 1 is a mistake to report, not a true to guess
     stream_options: StreamOptions | None = None
     n: int = 1
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[TokenId, Bias] | None = None
+    # Passed on to vLLM for plain chat; refused on questions about a video (the perception loop has no use for them).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: dict[str, Any] | None = None
     vchat: VChatOptions = Field(default_factory=VChatOptions)
+
+    def plain_chat_only(self) -> dict[str, object]:
+        """The fields only plain chat honours, as the client set them."""
+        return {name: getattr(self, name) for name in PLAIN_CHAT_ONLY if getattr(self, name) is not None}
 
     def sampling(self) -> dict[str, object]:
         """The OpenAI sampling fields the client set, under the names the SDK takes (every round uses them)."""

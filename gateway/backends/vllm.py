@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -105,17 +105,17 @@ class VllmBackend:
 
     async def chat(self, params: dict[str, object]) -> ChatCompletion:
         """One non-streaming chat completion; ``params`` are the SDK's keyword arguments."""
-        async with self._translate_errors("complete the chat", client_input=True):
+        async with self._translate_errors("complete the chat", client_input=True, sent=params):
             return await self.openai.chat.completions.create(**params, stream=False)  # type: ignore[call-overload, no-any-return]
 
     async def chat_stream(self, params: dict[str, object]) -> AsyncGenerator[ChatCompletionChunk, None]:
         """A streaming chat completion. The call is made before this returns, so a refused or unreachable
         vLLM raises here (before any byte reaches the client); later failures raise from the iterator."""
-        async with self._translate_errors("complete the chat", client_input=True):
+        async with self._translate_errors("complete the chat", client_input=True, sent=params):
             stream = await self.openai.chat.completions.create(**params, stream=True)  # type: ignore[call-overload]
 
         async def chunks() -> AsyncGenerator[ChatCompletionChunk, None]:
-            async with self._translate_errors("stream the chat", client_input=True):
+            async with self._translate_errors("stream the chat", client_input=True, sent=params):
                 try:
                     async for chunk in stream:
                         yield chunk
@@ -128,7 +128,8 @@ class VllmBackend:
         return chunks()
 
     @asynccontextmanager
-    async def _translate_errors(self, what: str, *, client_input: bool = False) -> AsyncIterator[None]:
+    async def _translate_errors(self, what: str, *, client_input: bool = False,
+                                sent: Mapping[str, object] | None = None) -> AsyncIterator[None]:
         try:
             yield
         except openai.APITimeoutError as exc:
@@ -141,15 +142,34 @@ class VllmBackend:
                 raise BackendUnavailable(f"vLLM failed to {what} (HTTP {exc.status_code}).",
                                          retry_after=RETRY_AFTER_S) from exc
             if client_input and exc.status_code in (400, 422):
-                raise InvalidRequest(f"vLLM refused the request: {_message_of(exc)}") from exc
+                raise _refusal(_message_of(exc), exc.body, sent or {}) from exc
             # Any other 4xx from vLLM on a request the gateway built is the gateway's fault, not the client's.
             raise VChatError(f"vLLM refused to {what} (HTTP {exc.status_code}).") from exc
         except openai.APIError as exc:
             # An error event inside a stream that had already started (vLLM validates multimodal input late).
             code = exc.body.get("code") if isinstance(exc.body, dict) else None
             if client_input and isinstance(code, int) and 400 <= code < 500:
-                raise InvalidRequest(f"vLLM refused the request: {exc.message}") from exc
+                raise _refusal(exc.message, exc.body, sent or {}) from exc
             raise BackendUnavailable(f"vLLM failed to {what}: {exc.message}", retry_after=RETRY_AFTER_S) from exc
+
+
+# Request fields a vLLM refusal may be about, in the order a message naming several most likely means.
+_FIELDS = ("max_completion_tokens", "max_tokens", "logit_bias", "top_logprobs", "logprobs", "response_format",
+           "tool_choice", "tools", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
+           "messages")
+_CONTEXT_WORDS = ("context length", "maximum context", "too long", "max_model_len")
+
+
+def _refusal(message: str, body: object, sent: Mapping[str, object]) -> InvalidRequest:
+    """vLLM's 4xx as the client's error, with a ``param`` (vLLM's own, else a field the request set that its message
+    names) and a ``code`` (vLLM's numeric code says nothing a client can act on)."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    param = inner.get("param") if isinstance(inner, dict) else None
+    lowered = message.lower()
+    if not isinstance(param, str) or not param:
+        param = next((name for name in _FIELDS if name in sent and name in lowered), "messages")
+    code = "context_length_exceeded" if any(w in lowered for w in _CONTEXT_WORDS) else "rejected_by_model_server"
+    return InvalidRequest(f"vLLM refused the request: {message}", param=param, code=code)
 
 
 def _message_of(exc: openai.APIError) -> str:

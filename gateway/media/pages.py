@@ -47,7 +47,15 @@ from yt_dlp.utils import (  # type: ignore[import-untyped]
 )
 from yt_dlp.utils.networking import normalize_url  # type: ignore[import-untyped]
 
-from gateway.errors import MediaFetchFailed, MediaRejected, MediaTimeout, MediaTooLarge, UrlNotAllowed, VChatError
+from gateway.errors import (
+    MediaFetchFailed,
+    MediaRejected,
+    MediaTimeout,
+    MediaTooLarge,
+    NotAVideo,
+    UrlNotAllowed,
+    VChatError,
+)
 from gateway.media.guard import HostPolicy, check_url, guarded_sync_transport
 
 logger = logging.getLogger(__name__)
@@ -477,7 +485,7 @@ def _translate(exc: BaseException) -> VChatError:
             return MediaFetchFailed(f"the page's server answered HTTP {link.status}")
     for link in links:
         if isinstance(link, UnsupportedError):
-            return MediaRejected("no video was found at this URL")
+            return NotAVideo("no video was found at this URL")  # e.g. an HTML page: 415, as for any non-video
     for link in links:
         if isinstance(link, TransportError):
             if any(isinstance(inner, httpx2.TimeoutException) for inner in links):

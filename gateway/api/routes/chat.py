@@ -15,7 +15,7 @@ from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.streaming import sse, sse_response
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
-from gateway.errors import InvalidRequest, VChatError
+from gateway.errors import InvalidRequest, UrlNotAllowed, VChatError
 from gateway.logs import request_id_var
 
 router = APIRouter(tags=["chat"])
@@ -27,6 +27,11 @@ def _check(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
 
 
+def _check_video_question(body: ChatCompletionRequest) -> None:
+    for name in body.plain_chat_only():
+        raise InvalidRequest(f"'{name}' is not supported on questions about a video (only on plain chat).",
+                             param=name, code="unsupported_parameter")
+
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
@@ -34,9 +39,18 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down)."""
     _check(body)
     ref = find_video(body.messages)
-    route = await route_model(request, body.model, body.vchat.merge)
     if ref is not None:
-        return await answer_about_video(body, ref, route, request)
+        _check_video_question(body)
+    route = await route_model(request, body.model, body.vchat.merge)
+    warnings: list[str] = []
+    if ref is not None:
+        try:
+            return await answer_about_video(body, ref, route, request)
+        except UrlNotAllowed as exc:
+            if not ref.from_text:
+                raise
+            # A link the gateway may not fetch, quoted in prose, is part of the text, not a video to refuse.
+            warnings.append(f"The link in the message was not fetched ({exc.message}); it was answered as text.")
     if route.local is None:
         return await answer_with_gemini(body, route, request)
     # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
@@ -46,21 +60,25 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in body.messages],
         **body.sampling(),
+        **body.plain_chat_only(),
         # One id across the gateway's and vLLM's logs, as for the perception rounds.
         "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
     }
     if not body.stream:
         completion = await vllm.chat(params)
         # The name the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local model).
-        return JSONResponse({**completion.model_dump(exclude_unset=True), "model": body.model})
+        extras = {"warnings": warnings} if warnings else {}
+        return JSONResponse({**completion.model_dump(exclude_unset=True), "model": body.model, **extras})
     if body.stream_options is not None:
         params["stream_options"] = {"include_usage": body.stream_options.include_usage}
     chunks = await vllm.chat_stream(params)
 
     async def events() -> AsyncIterator[bytes]:
+        extras: dict[str, object] = {"warnings": warnings} if warnings else {}
         try:
             async for chunk in chunks:
-                yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model})
+                yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model, **extras})
+                extras = {}  # on the first chunk only
         except VChatError as exc:
             # Headers are gone already: the error travels as an event, then the stream ends normally.
             logger.warning("stream failed: %s", exc.message)

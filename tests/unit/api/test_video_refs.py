@@ -145,4 +145,4 @@ def test_a_newer_video_replaces_the_older_one() -> None:
 
 def test_no_video_anywhere() -> None:
     assert find_video([msg("system", "be brief"), user("hello"), msg("assistant", "hi"), user("bye")]) is None
-    assert find_video([user(None)]) is None
+    assert find_video([msg("assistant", None), user("bye")]) is None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import MediaFetchFailed, MediaRejected, MediaTimeout, MediaTooLarge, UrlNotAllowed
+from gateway.errors import MediaFetchFailed, MediaRejected, MediaTimeout, MediaTooLarge, NotAVideo, UrlNotAllowed
 from gateway.media.guard import HostPolicy
 from gateway.media.pages import (
     STREAMING_ONLY,
@@ -202,9 +202,10 @@ async def test_a_missing_page_is_a_fetch_failure(origin: Origin) -> None:
 
 
 async def test_a_page_without_a_video_is_refused(origin: Origin) -> None:
-    with pytest.raises(MediaRejected) as refused:
+    with pytest.raises(NotAVideo) as refused:
         await resolve(origin.page("/about", page("<p>No video here.</p>")))
     assert refused.value.message == "no video was found at this URL"
+    assert refused.value.status_code == 415  # as the README promises for an HTML page
 
 
 async def test_a_page_slower_than_the_timeout_is_abandoned(origin: Origin) -> None:

@@ -1,0 +1,114 @@
+"""Bad chat requests are refused with the field they are about and words that say what is wrong (real app, real
+HTTP: httpx for bodies the openai SDK would not build, the SDK where it can send them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import GatewayFactory, free_port
+from tests.support.origin import Origin
+from tests.unit.test_errors_and_auth import assert_envelope
+
+VIDEO = {"type": "video_url", "video_url": {"url": "https://videos.example.com/clip.mp4"}}
+
+
+def post(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+
+def chat(*messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"model": "videochat-r1.5", "messages": list(messages), **fields}
+
+
+def test_an_empty_video_url_names_the_url(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    part = {"type": "video_url", "video_url": {"url": ""}}
+    error = assert_envelope(post(gw.url, chat({"role": "user", "content": [part]})), 422, "invalid_value")
+    assert error["param"] == "messages.0.content.0.video_url.url"
+    assert "valid string" not in str(error["message"]) and "at least 1 character" in str(error["message"])
+
+
+def test_an_unknown_part_type_names_the_type_and_the_known_ones(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    message = {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "audio_url", "audio_url": {}}]}
+    error = assert_envelope(post(gw.url, chat(message)), 422, "invalid_value")
+    assert error["param"] == "messages.0.content.1.type"
+    assert "'audio_url'" in str(error["message"]) and "'video_url'" in str(error["message"])
+
+
+def test_a_missing_text_names_the_text_field(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, chat({"role": "user", "content": [{"type": "text"}]})), 422)
+    assert error["param"] == "messages.0.content.0.text"
+
+
+def test_content_of_the_wrong_type_says_what_it_may_be(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, chat({"role": "user", "content": 5})), 422)
+    assert error["param"] == "messages.0.content"
+    assert "a string or a list of content parts" in str(error["message"])
+
+
+@pytest.mark.parametrize("role", ["user", "system", "developer", "tool"])
+def test_null_or_missing_content_is_refused_for_every_role_but_assistant(gateway_factory: GatewayFactory,
+                                                                        role: str) -> None:
+    gw = gateway_factory()
+    for message in ({"role": role, "content": None}, {"role": role}):
+        body = chat({"role": "user", "content": "hi"}, message, {"role": "user", "content": "and?"})
+        error = assert_envelope(post(gw.url, body), 422)
+        assert error["param"] == "messages.1.content"
+        assert f"A {role} message needs content" in str(error["message"])
+
+
+def test_an_assistant_turn_without_content_is_accepted(gateway_factory: GatewayFactory) -> None:
+    # vLLM is configured but down: a body that passed validation gets the 503 of a missing backend.
+    gw = gateway_factory(vllm_url=f"http://127.0.0.1:{free_port()}")
+    body = chat({"role": "user", "content": "hi"}, {"role": "assistant", "content": None},
+                {"role": "user", "content": "and?"})
+    assert_envelope(post(gw.url, body), 503)
+
+
+def test_a_body_without_content_type_says_to_send_json(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}):
+        response = httpx.post(f"{gw.url}/v1/chat/completions", headers=headers,
+                              content=b'{"model": "videochat-r1.5", "messages": [{"role": "user", "content": "hi"}]}')
+        error = assert_envelope(response, 422, "invalid_content_type")
+        assert "Content-Type: application/json" in str(error["message"]), headers
+        assert "valid dictionary" not in str(error["message"])
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1])
+def test_stream_must_be_a_real_boolean(gateway_factory: GatewayFactory, value: object) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, chat({"role": "user", "content": "hi"}, stream=value)), 422)
+    assert error["param"] == "stream"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
+    ("logprobs", True),
+    ("response_format", {"type": "json_object"}),
+])
+def test_plain_chat_only_fields_are_refused_on_a_video_question(gateway_factory: GatewayFactory, field: str,
+                                                                value: object) -> None:
+    gw = gateway_factory()
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="videochat-r1.5", messages=[{  # type: ignore[call-overload]
+            "role": "user", "content": [VIDEO, {"type": "text", "text": "What moves?"}]}], **{field: value})
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert error["param"] == field and error["code"] == "unsupported_parameter"
+
+
+def test_an_html_page_that_is_not_a_video_is_415(gateway_factory: GatewayFactory, origin: Origin) -> None:
+    gw = gateway_factory()
+    url = origin.page("/about", "<!DOCTYPE html><html><head><title>About</title></head><body>Hi</body></html>")
+    response = httpx.post(f"{gw.url}/v1/videos", json={"url": url}, timeout=60)
+    error = assert_envelope(response, 415, "not_a_video")
+    assert error["message"] == "no video was found at this URL" or "video" in str(error["message"])
