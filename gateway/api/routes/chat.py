@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway.api.background import recognise, text_only
 from gateway.api.deps import vllm_backend
 from gateway.api.gemini_chat import answer_with_gemini
 from gateway.api.routing import route_model
@@ -17,6 +19,7 @@ from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.errors import InvalidRequest, VChatError
 from gateway.logs import request_id_var
+from gateway.metrics import Metrics
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
@@ -27,13 +30,17 @@ def _check(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
 
 
-
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
     is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down)."""
     _check(body)
-    ref = find_video(body.messages)
+    # A chat UI's own title / tags / follow-up prompt quotes the conversation, link included: it is plain chat.
+    background = recognise(body.messages)
+    ref = find_video(body.messages) if background is None else None
+    if background is not None:
+        cast(Metrics, request.app.state.metrics).background_prompts.labels(background.client, background.task).inc()
+        logger.info("background prompt (%s %s) answered as plain chat", background.client, background.task)
     route = await route_model(request, body.model, body.vchat.merge)
     if ref is not None:
         return await answer_about_video(body, ref, route, request)
@@ -44,7 +51,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     model = route.local
     params: dict[str, object] = {
         "model": model,
-        "messages": [message.model_dump(exclude_none=True) for message in body.messages],
+        "messages": text_only(body.messages),
         **body.sampling(),
         # One id across the gateway's and vLLM's logs, as for the perception rounds.
         "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
