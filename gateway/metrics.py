@@ -36,6 +36,10 @@ class Metrics:
         self.jobs_active = Gauge("vchat_jobs_active", "Perception jobs running.", registry=self.registry)
         self.jobs_queued = Gauge("vchat_jobs_queued", "Perception jobs waiting for a slot.", registry=self.registry)
         self.answers = Counter("vchat_answers", "Video answers, by outcome.", ["outcome"], registry=self.registry)
+        self.background_prompts = Counter(
+            "vchat_background_prompts", "Chat UIs' own prompts (titles, tags, follow-ups) answered as plain chat.",
+            ["client", "task"], registry=self.registry,
+        )
         self.backend_errors = Counter(
             "vchat_backend_errors", "Failed calls to a model backend, by backend and reason.",
             ["backend", "reason"], registry=self.registry,

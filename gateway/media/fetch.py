@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
 
 
+def redirect_limit_reached(url: str, limit: int) -> MediaFetchFailed:
+    """The error for a redirect chain longer than ``VCHAT_MEDIA_MAX_REDIRECTS`` (direct files and pages alike)."""
+    return MediaFetchFailed(f"{url} redirected more than {limit} times: the redirect limit was reached "
+                            f"(VCHAT_MEDIA_MAX_REDIRECTS={limit})", code="too_many_redirects")
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     """How much, how long and how many hops one fetch may take."""
@@ -108,7 +114,7 @@ async def _follow(
                 return await _save(response, current, dest_dir, limits)
             finally:
                 await response.aclose()
-    raise MediaFetchFailed(f"{loggable_url(url)} redirected more than {limits.max_redirects} times")
+    raise redirect_limit_reached(loggable_url(url), limits.max_redirects)
 
 
 def _next_hop(current: httpx2.URL, location: str, policy: HostPolicy) -> httpx2.URL:

@@ -187,7 +187,8 @@ class VideoLibrary:
         if looks_like_page(url):
             page = await resolve_page(url, policy=self.policy, max_duration_s=self.settings.media_max_duration_s,
                                       max_bytes=self.settings.media_max_bytes,
-                                      timeout_s=self.settings.media_fetch_timeout_s)
+                                      timeout_s=self.settings.media_fetch_timeout_s,
+                                      max_redirects=self.settings.media_max_redirects)
             media_url, page_url, is_youtube, kind = page.media_url, page.webpage_url or url, page.is_youtube, "page"
         with self.store.temp_dir() as work:
             fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy)

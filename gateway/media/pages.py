@@ -56,12 +56,12 @@ from gateway.errors import (
     UrlNotAllowed,
     VChatError,
 )
+from gateway.media.fetch import loggable_url, redirect_limit_reached
 from gateway.media.guard import HostPolicy, check_url, guarded_sync_transport
 
 logger = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S = 10.0  # per request; bounds how long the worker thread can outlive resolve_page's deadline
-MAX_REDIRECTS = 10
 MAX_BODY_BYTES = 32 * 2**20  # a page, player script or API answer larger than this is not a video page
 MAX_HEIGHT = 1080  # preferred, not required: a taller file is taken when nothing at or under it exists
 
@@ -148,11 +148,13 @@ class PageMedia:
 
 
 async def resolve_page(
-    url: str, *, policy: HostPolicy, max_duration_s: float, max_bytes: int, timeout_s: float
+    url: str, *, policy: HostPolicy, max_duration_s: float, max_bytes: int, timeout_s: float, max_redirects: int
 ) -> PageMedia:
-    """Resolve a page URL to one progressive media URL without downloading it (yt-dlp in a worker thread)."""
+    """Resolve a page URL to one progressive media URL without downloading it (yt-dlp in a worker thread);
+    each request yt-dlp makes follows at most ``max_redirects`` redirects."""
     check_url(url, policy)
-    session = _Session(policy, time.monotonic() + timeout_s, max_duration_s=max_duration_s, max_bytes=max_bytes)
+    session = _Session(policy, time.monotonic() + timeout_s, max_duration_s=max_duration_s, max_bytes=max_bytes,
+                       max_redirects=max_redirects)
     try:
         return await asyncio.wait_for(asyncio.to_thread(_resolve, url, session), timeout_s)
     except TimeoutError:
@@ -223,11 +225,13 @@ def _is_progressive(fmt: dict[str, Any]) -> bool:
 class _Session:
     """One resolution's shared state: the guard policy, the deadline, the caps and the first refusal."""
 
-    def __init__(self, policy: HostPolicy, deadline: float, *, max_duration_s: float, max_bytes: int) -> None:
+    def __init__(self, policy: HostPolicy, deadline: float, *, max_duration_s: float, max_bytes: int,
+                 max_redirects: int) -> None:
         self.policy = policy
         self.deadline = deadline
         self.max_duration_s = max_duration_s
         self.max_bytes = max_bytes
+        self.max_redirects = max_redirects
         self.cancelled = threading.Event()
         self.refusal: VChatError | None = None
 
@@ -329,7 +333,8 @@ class GuardedRH(RequestHandler):  # type: ignore[misc]
         cookies = httpx2.Cookies(self._get_cookiejar(request))
         method, url, body = request.method, request.url, _body_bytes(request.data)
         timeout = self._calculate_timeout(request)
-        for _ in range(MAX_REDIRECTS + 1):
+        first = url
+        for _ in range(self._session.max_redirects + 1):
             self._session.allow(url)
             outgoing = httpx2.Request(method, url, headers=headers, content=body, extensions={
                 "timeout": httpx2.Timeout(min(timeout, self._session.time_left())).as_dict()})
@@ -350,7 +355,9 @@ class GuardedRH(RequestHandler):  # type: ignore[misc]
                 headers.pop("cookie", None)
             url = target
         else:
-            raise HTTPError(_GuardedResponse(answer, url, self._session), redirect_loop=True)
+            # Said in plain words (yt-dlp would report the last hop's status, "HTTP 302"), naming the limit.
+            self._session.refuse(redirect_limit_reached(loggable_url(first), self._session.max_redirects),
+                                 RequestError)
         response = _GuardedResponse(answer, url, self._session)
         if not 200 <= answer.status_code < 300:
             raise HTTPError(response)

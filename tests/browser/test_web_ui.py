@@ -201,6 +201,25 @@ def test_url_question_streams_the_answer_and_the_timeline_seeks(
     assert origin.hits["/clip.mp4"] == 1
 
 
+def test_a_question_without_a_video_is_plain_chat(gw: LiveGateway, open_page: OpenPage) -> None:
+    """No video loaded: the question goes to the model as text, and the answer says it was plain chat."""
+    page = open_page(gw)
+    expect(page.locator("#thread")).to_be_empty()
+    settings(page, max_tokens="16")
+    body, answer = ask(page, "Hello, who are you?")
+    assert body["messages"] == [{"role": "user", "content": "Hello, who are you?"}]
+    expect(answer).to_have_attribute("data-state", "done")
+    assert answer.locator(".content").inner_text().strip()
+    expect(answer.locator(".usage")).to_contain_text("plain chat, no video")
+    expect(answer.locator(".thinking")).to_be_hidden()
+    expect(page.locator("#timeline")).to_be_hidden()
+    # A follow-up carries the conversation, still without a video.
+    body, answer = ask(page, "And what can you do?")
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    expect(answer).to_have_attribute("data-state", "done")
+    screenshot(page, "desktop-plain-chat", full_page=False)
+
+
 def test_upload_and_ask_at_phone_width(gw: LiveGateway, clip: Path, open_page: OpenPage) -> None:
     page = open_page(gw, viewport=PHONE)
     page.set_input_files("#video-file", str(clip))

@@ -230,6 +230,8 @@ function finishMeta(view, perception, usage) {
     }
     if (perception.sources?.length) parts.push(`answered by ${perception.sources.join(" + ")}`);
     for (const warning of perception.warnings || []) view.meta.append(el("p", { className: "warn", textContent: warning }));
+  } else if (view.plain && view.item.dataset.state === "done") {
+    parts.push("plain chat, no video");
   }
   if (usage) parts.push(`${usage.total_tokens} tokens (${usage.prompt_tokens} in, ${usage.completion_tokens} out)`);
   if (parts.length) view.meta.append(el("p", { className: "usage", textContent: parts.join(" · ") }));
@@ -272,6 +274,8 @@ async function ask(question) {
   ui.settings.open = false; // the summary line keeps showing what is set; the thread gets the room
   addUserMessage(question, attach?.label);
   const view = addAssistantMessage(ui.model.value);
+  // No video loaded and none in the conversation: the question goes to the model as plain text.
+  view.plain = !state.video && !state.sentVideo;
   const controller = (state.controller = new AbortController());
   setBusy(true);
   let answer = "";

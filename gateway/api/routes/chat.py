@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway.api.background import recognise, text_only
 from gateway.api.deps import vllm_backend
 from gateway.api.gemini_chat import answer_with_gemini
 from gateway.api.routing import route_model
@@ -17,6 +19,7 @@ from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.errors import InvalidRequest, UrlNotAllowed, VChatError
 from gateway.logs import request_id_var
+from gateway.metrics import Metrics
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
@@ -38,7 +41,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
     is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down)."""
     _check(body)
-    ref = find_video(body.messages)
+    # A chat UI's own title / tags / follow-up prompt quotes the conversation, link included: it is plain chat.
+    background = recognise(body.messages)
+    ref = find_video(body.messages) if background is None else None
+    if background is not None:
+        cast(Metrics, request.app.state.metrics).background_prompts.labels(background.client, background.task).inc()
+        logger.info("background prompt (%s %s) answered as plain chat", background.client, background.task)
     if ref is not None:
         _check_video_question(body)
     route = await route_model(request, body.model, body.vchat.merge)
@@ -58,7 +66,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     model = route.local
     params: dict[str, object] = {
         "model": model,
-        "messages": [message.model_dump(exclude_none=True) for message in body.messages],
+        "messages": text_only(body.messages),
         **body.sampling(),
         **body.plain_chat_only(),
         # One id across the gateway's and vLLM's logs, as for the perception rounds.

@@ -111,8 +111,10 @@ async def test_redirects_to_forbidden_targets_are_refused_before_connecting(
 
 async def test_too_many_redirects(origin: Origin, tmp_path: Path) -> None:
     start = origin.redirect("/loop", "/loop")
-    with pytest.raises(MediaFetchFailed, match="redirected more than 2 times"):
+    with pytest.raises(MediaFetchFailed, match=r"redirected more than 2 times: the redirect limit was reached "
+                                               r"\(VCHAT_MEDIA_MAX_REDIRECTS=2\)") as caught:
         await fetch(start, tmp_path, LOOPBACK_1, max_redirects=2)
+    assert caught.value.code == "too_many_redirects"
     assert origin.hits["/loop"] == 3
     assert empty(tmp_path)
 

@@ -29,7 +29,7 @@ from tests.support.clips import make_clip
 from tests.support.origin import Origin
 
 LOOPBACK = HostPolicy.from_settings(["127.0.0.1"])
-CAPS: dict[str, Any] = {"max_duration_s": 3600.0, "max_bytes": 2**30, "timeout_s": 8.0}
+CAPS: dict[str, Any] = {"max_duration_s": 3600.0, "max_bytes": 2**30, "timeout_s": 8.0, "max_redirects": 3}
 
 @pytest.fixture(scope="module")
 def shared_origin() -> Iterator[Origin]:
@@ -163,6 +163,27 @@ async def test_a_redirect_to_a_loopback_address_not_allow_listed_is_refused_befo
         await resolve(start, policy=HostPolicy.from_settings(["127.0.0.2"]))
     assert origin2.hits["/r"] == 1
     assert sum(origin.hits.values()) == 0
+
+
+async def test_a_page_redirect_chain_within_the_limit_is_followed(origin: Origin, clip: bytes) -> None:
+    origin.file("/clip.mp4", clip)
+    origin.page("/watch", page('<video src="/clip.mp4"></video>'))
+    for hop in range(3):
+        origin.redirect(f"/r{hop}", f"/r{hop + 1}" if hop < 2 else "/watch")
+    media = await resolve(origin.url("/r0"), max_redirects=3)
+    assert media.media_url == origin.url("/clip.mp4")
+
+
+async def test_a_page_redirect_chain_past_the_limit_says_which_limit(origin: Origin) -> None:
+    """Not "the page's server answered HTTP 302": the redirect limit was reached, and it is named."""
+    for hop in range(5):
+        origin.redirect(f"/r{hop}", f"/r{hop + 1}")
+    with pytest.raises(MediaFetchFailed, match=r"redirected more than 3 times: the redirect limit was reached "
+                                               r"\(VCHAT_MEDIA_MAX_REDIRECTS=3\)") as caught:
+        await resolve(origin.url("/r0"), max_redirects=3)
+    assert caught.value.code == "too_many_redirects"
+    assert "HTTP 302" not in caught.value.message
+    assert [origin.hits[f"/r{hop}"] for hop in range(5)] == [1, 1, 1, 1, 0]
 
 
 async def test_a_file_url_is_refused(origin: Origin) -> None:
