@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx2
 import pytest
 import uvicorn
 
@@ -167,9 +168,9 @@ def vllm(vllm_session: VllmHandle) -> VllmHandle:
 class LiveGateway:
     """A gateway app served by real uvicorn on a free loopback port, in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, vllm_transport=vllm_transport)
         self.port = free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
                                 lifespan="on")

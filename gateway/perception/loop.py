@@ -17,7 +17,8 @@ from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames
-from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue, select_frames
+from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
+from gateway.media.zoom import round_frames
 from gateway.metrics import Metrics
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
 from gateway.perception.tags import Channel, TagSplitter
@@ -133,7 +134,7 @@ class PerceptionLoop:
         probe = asset.probe
         # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
         total = await self.library.frame_count(asset)
-        selection = select_frames(total, probe.fps, min(plan.nframes, total), spans)
+        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans)
         shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height)
         started = RoundStarted(number, last, tuple(round(t, 3) for t in shown.times),
                                round(selection.sample_fps, 4), shown.width, shown.height,
