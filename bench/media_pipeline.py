@@ -4,7 +4,7 @@ plain full decode, a warm second question, and eight concurrent first requests f
     .venv/bin/python bench/media_pipeline.py [--cold-runs 3] [--warm-runs 50] [--concurrent 8]
 
 The VideoLibrary is built directly, as ``gateway.app``'s lifespan builds it (no HTTP layer, no vLLM). Frames are
-decoded at the size the frame planner picks for this video with the gateway's default settings, at grid fps 4.
+round 1's frames (uniform), extracted by seeking at the size the frame planner picks with the default settings.
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import gateway.media.framecache as framecache_module  # noqa: E402
 import gateway.media.library as library_module  # noqa: E402
 from gateway.media.library import Asset, VideoLibrary  # noqa: E402
 from gateway.media.library import open_library as library_of  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
-from gateway.media.sampling import KEY_TIME_SPARE_FRAMES  # noqa: E402
+from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
 
 CACHE = ROOT / "var" / "bench-cache"
-GRID_FPS = 4.0
 # Time spent in each stage of the cold path, filled by the wrappers ``instrument`` installs.
 PHASES: dict[str, list[float]] = defaultdict(list)
 
@@ -64,7 +64,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def instrument() -> None:
-    """Time the library's stages (fetch, probe, sanitize, grid) by wrapping the functions it calls."""
+    """Time the library's stages (fetch, probe, sanitize, index, frames) by wrapping the functions it calls."""
 
     def timed(name: str, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -75,8 +75,10 @@ def instrument() -> None:
                 PHASES[name].append(time.perf_counter() - started)
         return wrapper
 
-    for name in ("fetch_to_file", "probe", "sanitize", "extract_grid"):
+    for name in ("fetch_to_file", "probe", "sanitize"):
         setattr(library_module, name, timed(name, getattr(library_module, name)))
+    for name in ("build_index", "extract_frames"):
+        setattr(framecache_module, name, timed(name, getattr(framecache_module, name)))
 
 
 @asynccontextmanager
@@ -96,11 +98,13 @@ def frame_plan(asset: Asset, settings: Settings) -> FramePlan:
 
 
 async def question(library: VideoLibrary, url: str) -> tuple[Asset, FramePlan, int]:
-    """What a chat request does before calling the model: resolve the video, plan, get the frame grid."""
+    """What a chat request does before calling the model: resolve the video, plan, get round 1's frames."""
     asset = await library.from_url(url)
     plan = frame_plan(asset, library.settings)
-    grid = await library.grid(asset, width=plan.width, height=plan.height, grid_fps=GRID_FPS)
-    return asset, plan, len(grid.times)
+    total = await library.frame_count(asset)
+    selection = select_frames(total, asset.probe.fps, plan.nframes)
+    shown = await library.frames(asset, list(selection.indices), width=plan.width, height=plan.height)
+    return asset, plan, len(shown.jpegs)
 
 
 def full_decode(clip: Path) -> float:
@@ -141,7 +145,7 @@ async def measure(options: argparse.Namespace, clip: Path, body: bytes, origin: 
                     started = time.perf_counter()
                     await question(library, url)
                     warm_ms.append((time.perf_counter() - started) * 1000)
-                warm_runs_ffmpeg = len(PHASES["extract_grid"])
+                warm_runs_ffmpeg = len(PHASES["extract_frames"])
 
     url = origin.file("/concurrent.mp4", body)
     async with open_library(scratch / "concurrent") as library:
@@ -153,22 +157,24 @@ async def measure(options: argparse.Namespace, clip: Path, body: bytes, origin: 
     print(f"clip: {facts.duration_s:g} s {facts.width}x{facts.height} @ {facts.fps:g} fps {facts.codec}"
           f"+{facts.audio_codec}, {len(body) / 2**20:.1f} MiB, served from loopback; VideoLibrary built directly")
     print(f"frame plan (default settings): {plan.nframes} frames of {plan.width}x{plan.height}; "
-          f"grid {frames} frames at {GRID_FPS:g} fps")
+          f"round 1: {frames} frames extracted by seeking")
     print()
     print(f"cold: URL -> frames ready vs `ffmpeg -i clip -f null -`, {options.cold_runs} runs interleaved, fresh cache")
     print(f"{'run':<7} {'cold s':>7} {'decode s':>9} {'ratio':>6}   {'fetch':>6} {'probe':>6} {'sanitize':>8} "
-          f"{'grid':>6} {'other':>6}")
+          f"{'index':>6} {'frames':>6} {'other':>6}")
     for n, (cold, decode, split) in enumerate(zip(cold_s, decode_s, phases, strict=True)):
         other = cold - sum(split.values())
         print(f"{n + 1:<7} {cold:7.2f} {decode:9.2f} {cold / decode:6.2f}   {split.get('fetch_to_file', 0):6.2f} "
-              f"{split.get('probe', 0):6.2f} {split.get('sanitize', 0):8.2f} {split.get('extract_grid', 0):6.2f} "
+              f"{split.get('probe', 0):6.2f} {split.get('sanitize', 0):8.2f} "
+              f"{split.get('build_index', 0):6.2f} {split.get('extract_frames', 0):6.2f} "
               f"{other:6.2f}")
     cold_med, decode_med = statistics.median(cold_s), statistics.median(decode_s)
     print(f"{'median':<7} {cold_med:7.2f} {decode_med:9.2f} {cold_med / decode_med:6.2f}   (target ratio <= 1.3)")
     print()
-    print(f"warm: the same URL again (from_url + plan + grid), {options.warm_runs} times")
+    print(f"warm: the same URL again (from_url + plan + round-1 frames), {options.warm_runs} times")
     print(f"p50 {percentile(warm_ms, 50):.2f} ms   p99 {percentile(warm_ms, 99):.2f} ms   "
-          f"max {max(warm_ms):.2f} ms   grid decodes during warm runs: {warm_runs_ffmpeg - 1}   (target p50 <= 50 ms)")
+          f"max {max(warm_ms):.2f} ms   frame extractions during warm runs: {warm_runs_ffmpeg - 1}   "
+          "(target p50 <= 50 ms)")
     print()
     print(f"concurrent: {options.concurrent} from_url calls for one new URL at once")
     print(f"downloads counted at the origin: {origin.hits['/concurrent.mp4']}   distinct assets: "

@@ -141,7 +141,7 @@ async def measure(options: argparse.Namespace, gateway_url: str, vllm_url: str, 
     limits = httpx2.Limits(max_connections=4 * options.concurrent, max_keepalive_connections=4 * options.concurrent)
     async with httpx2.AsyncClient(timeout=600, limits=limits) as http:
         client = Client(http, gateway_url, vllm_url, json.dumps(body).encode(), json.dumps(direct).encode())
-        for _ in range(5):  # the gateway fetches, decodes and grids the clip on the first; warm both paths
+        for _ in range(5):  # the gateway fetches, decodes the clip on the first; warm both paths
             _, gw_answer = await client.gateway()
             _, direct_answer = await client.direct()
         first = gw_answer["perception"]["rounds"][0]

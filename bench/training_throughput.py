@@ -81,7 +81,7 @@ def main() -> None:
         shapes = {f"{f.width}x{f.height}x{len(f.jpegs)}" for f in dataset.frames.values()}
         print(f"tiny model on {where.device} ({where.dtype}), torch threads {torch.get_num_threads()}; "
               f"{options.clips} clips, frames {', '.join(sorted(shapes))}")
-        print(f"dataset validated + frames sampled (probe, sanitize, grid): {prepared:.2f} s "
+        print(f"dataset validated + frames sampled (probe, sanitize, frames): {prepared:.2f} s "
               f"({prepared / options.clips:.2f} s/video)")
         print(f"encode (JPEG decode, processor, positions): {encode_ms:.0f} ms/sample, {tokens:.0f} tokens/sample")
         print()

@@ -95,7 +95,12 @@ class Settings(BaseSettings):
     frame_total_pixels: int = Field(
         128 * 12 * 28 * 28, ge=28 * 28, description="Pixel budget shared by a round's frames (the model card's)."
     )
-    grid_fps: float = Field(4.0, gt=0, le=60, description="Rate of the decoded frame grid rounds pick from.")
+    frame_cache_frames: int = Field(
+        2048, ge=64, description="Extracted frames kept per video and size (least recently used go first).",
+    )
+    frame_workers: int = Field(
+        0, ge=0, description="ffmpeg processes extracting frames at once, all requests together (0: one per core).",
+    )
     round_max_tokens: int = Field(2048, ge=16, description="Tokens one round may generate unless the client says.")
     round_timeout_s: float = Field(180.0, gt=0, description="Time limit for one perception round.")
     sse_keepalive_s: float = Field(

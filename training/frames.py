@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import VChatError
-from gateway.media.frames import extract_grid
-from gateway.media.plan import FrameLimits, FramePlan, plan_frames
-from gateway.media.probe import Probe, ProbeLimits, probe
+from gateway.media.frames import build_index, extract_frames, frame_name
+from gateway.media.plan import FrameLimits, plan_frames
+from gateway.media.probe import ProbeLimits, probe
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames
 from gateway.media.sanitize import sanitize
 from gateway.settings import Settings
@@ -26,7 +26,6 @@ class FrameSettings:
 
     probe: ProbeLimits
     limits: FrameLimits
-    grid_fps: float
     timeout_s: float
 
     @classmethod
@@ -34,7 +33,7 @@ class FrameSettings:
         limits = FrameLimits(max_visual_tokens=settings.max_visual_tokens, min_pixels=settings.frame_min_pixels,
                              max_pixels=settings.frame_max_pixels, total_pixels=settings.frame_total_pixels,
                              max_frames=max_frames or settings.max_frames, target_fps=fps or settings.sample_fps)
-        return cls(ProbeLimits.from_settings(settings), limits, settings.grid_fps, settings.ffmpeg_timeout_s)
+        return cls(ProbeLimits.from_settings(settings), limits, settings.ffmpeg_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,10 @@ class VideoProblem(ValueError):
 
 
 async def video_frames(video: Path, work: Path, config: FrameSettings) -> VideoFrames:
-    """Probe, sanitize, plan, decode the grid and pick frames exactly as the gateway's round 1 of 1 does.
+    """Probe, sanitize, plan, select and extract frames exactly as the gateway's round 1 of 1 does.
 
-    Mirrors gateway.media.library (probe, sanitize, the sanitized file's probe) and
-    gateway.perception.loop (plan, grid rate, uniform selection, nearest grid frames). Raises VideoProblem.
+    Mirrors gateway.media.library (probe, sanitize, the sanitized file's probe, the frame index) and
+    gateway.perception.loop (plan, uniform selection of exact frame indices). Raises VideoProblem.
     """
     try:
         found = await probe(video, config.probe)
@@ -63,24 +62,21 @@ async def video_frames(video: Path, work: Path, config: FrameSettings) -> VideoF
         folder.mkdir(parents=True, exist_ok=True)
         written = await sanitize(video, found, folder / "video.mp4", timeout_s=config.timeout_s)
         plan = plan_frames(written.video_info(), config.limits, spare_frames=KEY_TIME_SPARE_FRAMES)
-        grid = await extract_grid(folder / "video.mp4", written, width=plan.width, height=plan.height,
-                                  grid_fps=grid_rate(written, plan, config.grid_fps), out_dir=folder / "grid",
-                                  timeout_s=config.timeout_s)
+        index = await build_index(folder / "video.mp4", written, timeout_s=config.timeout_s)
+        selection = select_frames(len(index), written.fps, min(plan.nframes, len(index)), ())
+        out = folder / "frames"
+        out.mkdir(exist_ok=True)
+        await extract_frames(folder / "video.mp4", written, index, selection.indices, width=plan.width,
+                             height=plan.height, out_dir=out, workers=asyncio.Semaphore(1), cores=1,
+                             timeout_s=config.timeout_s)
     except VChatError as exc:
         raise VideoProblem(exc.message) from exc
     except OSError as exc:
         raise VideoProblem(f"the video cannot be read: {exc.strerror or exc}") from exc
     except ValueError as exc:
         raise VideoProblem(f"the video cannot be sampled within the gateway's limits: {exc}") from exc
-    selection = select_frames(max(written.frame_count, 1), written.fps, plan.nframes, ())
-    picks = grid.pick([index / written.fps for index in selection.indices])
-    return VideoFrames(tuple(grid.path(p) for p in picks), selection.sample_fps, grid.width, grid.height)
-
-
-def grid_rate(found: Probe, plan: FramePlan, grid_fps: float) -> float:
-    """gateway.perception.loop.PerceptionLoop.grid_fps: twice the sampling rate, at least grid_fps."""
-    needed = 2 * plan.nframes / max(found.duration_s, 1e-3)
-    return round(min(found.fps, max(grid_fps, needed)), 3)
+    return VideoFrames(tuple(out / frame_name(i) for i in selection.indices), selection.sample_fps, plan.width,
+                       plan.height)
 
 
 def all_frames(videos: Iterable[Path], work: Path, config: FrameSettings) -> dict[Path, VideoFrames | str]:

@@ -1,157 +1,211 @@
-"""The frame grid: one ffmpeg pass decodes a video into small JPEGs at a fixed rate; rounds pick from it."""
+"""Exact frames on demand: a demux-only index of every frame's pts, and seek-based extraction of chosen frames."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
-import json
+import contextlib
 import os
 import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from gateway.errors import NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.probe import Probe
 
-GRID_FILE = "grid.json"
 # mjpeg's qscale: 2 is near-lossless, 5 shows blocking on text; 3 is about JPEG quality 90.
 JPEG_QSCALE = "3"
-# Names of frames when every frame is kept: their pts in this time base (finer than any frame rate).
-EVERY_FRAME_TIME_BASE = 90_000
+# Input seeking lands on the keyframe at or before the seek time; aiming this far before the keyframe's pts
+# keeps float rounding from landing on the next one.
+SEEK_MARGIN_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
-class FrameGrid:
-    """JPEG frames (frame i is dir / frame_name(i)) and the time of each, in seconds from the video's start."""
+class FrameIndex:
+    """Every frame of a video in presentation order: its pts (in time_base units) and which frames are keyframes.
 
-    dir: Path
-    times: tuple[float, ...]
-    width: int
-    height: int
+    Frame i is what a decoder that numbers frames in presentation order (decord, as VideoChat-R1.5 uses)
+    calls frame i; its time is pts[i] relative to the first frame.
+    """
+
+    pts: tuple[int, ...]
+    keyframes: tuple[int, ...]  # indices into pts, ascending, starting with 0
+    time_base: Fraction
+    start_s: float  # the container's start time, which ffmpeg's -ss counts from
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def time(self, index: int) -> float:
+        """Seconds from the first frame to frame index."""
+        return float((self.pts[index] - self.pts[0]) * self.time_base)
+
+    def keyframe_of(self, index: int) -> int:
+        """The last keyframe at or before frame index in presentation order (decoding from it reaches index)."""
+        return self.keyframes[max(bisect.bisect_right(self.keyframes, index) - 1, 0)]
+
+    def to_json(self) -> dict[str, object]:
+        return {"pts": list(self.pts), "keyframes": list(self.keyframes), "time_base": str(self.time_base),
+                "start_s": self.start_s}
 
     @classmethod
-    def load(cls, out_dir: Path) -> FrameGrid:
-        """The grid extract_grid left in out_dir (blocking: a small file read)."""
-        data = json.loads((out_dir / GRID_FILE).read_text())
-        return cls(out_dir, tuple(float(t) for t in data["times"]), int(data["width"]), int(data["height"]))
-
-    def path(self, index: int) -> Path:
-        return self.dir / frame_name(index)
-
-    def pick(self, times_wanted: Sequence[float]) -> list[int]:
-        """The index of the frame nearest each wanted time (the earlier one on a tie)."""
-        if not self.times:
-            raise ValueError("the grid has no frames")
-        picked = []
-        for wanted in times_wanted:
-            after = bisect.bisect_left(self.times, wanted)
-            if after == len(self.times) or (after > 0 and wanted - self.times[after - 1] <= self.times[after] - wanted):
-                after -= 1
-            picked.append(after)
-        return picked
+    def from_json(cls, data: dict[str, object]) -> FrameIndex:
+        pts, keys = data["pts"], data["keyframes"]
+        if not isinstance(pts, list) or not isinstance(keys, list) or not pts or not keys:
+            raise ValueError("not a frame index")
+        return cls(tuple(int(p) for p in pts), tuple(int(k) for k in keys), Fraction(str(data["time_base"])),
+                   float(str(data["start_s"])))
 
 
-def frame_name(index: int) -> str:
-    return f"{index:06d}.jpg"
+def index_args(video: Path, found: Probe) -> list[str]:
+    """ffprobe reading only packets (no decoding): each video packet's pts and flags, plus time base and start."""
+    return ["ffprobe", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-select_streams", str(found.video_index),
+            "-show_entries", "packet=pts,flags:stream=time_base:format=start_time", "-of", "csv=p=0",
+            input_url(video)]
 
 
-def grid_args(video: Path, found: Probe, *, width: int, height: int, grid_fps: float, frames_dir: Path) -> list[str]:
-    """The one-pass ffmpeg command: decode, keep grid_fps frames (all when the video has fewer), scale, JPEG.
+def parse_index(text: str) -> FrameIndex:
+    """A FrameIndex from index_args' CSV (lines "pts,flags", then the stream's "num/den" and the format's start).
 
-    The fps filter with round=up keeps, for the slot at k / grid_fps, the last frame at or before that
-    time (the default round=near takes the last one before (k + 0.5) / grid_fps, up to half a slot late).
-    It runs before scale, so only kept frames are scaled. With -frame_pts each file is named by its pts:
-    the slot number k, or with every frame kept, the pts in 1/EVERY_FRAME_TIME_BASE.
+    Packets flagged D (before an edit list's start) are dropped by the decoder, so they are not frames.
+    Raises NotAVideo when there are no frames.
     """
-    every_frame = found.fps <= grid_fps
-    pattern = str(frames_dir.resolve()).replace("%", "%%") + "/%012d.jpg"
-    scale = f"scale={width}:{height}:flags=bicubic"
+    frames: list[tuple[int, bool]] = []
+    time_base, start = Fraction(1, 90_000), 0.0
+    for line in text.splitlines():
+        fields = line.strip().split(",")
+        if len(fields) == 2 and fields[0].lstrip("-").isdigit():
+            if "D" not in fields[1]:
+                frames.append((int(fields[0]), "K" in fields[1]))
+        elif len(fields) == 1 and "/" in fields[0]:
+            num, _, den = fields[0].partition("/")
+            if num.isdigit() and den.isdigit() and int(num) > 0 and int(den) > 0:
+                time_base = Fraction(int(num), int(den))
+        elif len(fields) == 1 and fields[0]:
+            with contextlib.suppress(ValueError):
+                start = float(fields[0])
+    if not frames:
+        raise NotAVideo("No frame could be found in the video.")
+    frames.sort()
+    pts = tuple(p for p, _ in frames)
+    keys = tuple(i for i, (_, key) in enumerate(frames) if key and i > 0)
+    return FrameIndex(pts, (0, *keys), time_base, start if start == start else 0.0)
+
+
+async def build_index(video: Path, found: Probe, *, timeout_s: float) -> FrameIndex:
+    """The frame index of video (one demux-only ffprobe pass). Raises NotAVideo, MediaTimeout."""
+    result = await run_tool(index_args(video, found), timeout_s=timeout_s)
+    if result.returncode != 0:
+        raise NotAVideo("The video's frames could not be listed; the file is damaged.")
+    return await asyncio.to_thread(parse_index, result.stdout.decode("ascii", "replace"))
+
+
+def group_by_keyframe(index: FrameIndex, wanted: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """The distinct wanted frames grouped by the keyframe decoding must start from, in order."""
+    groups: dict[int, list[int]] = {}
+    for frame in sorted(set(wanted)):
+        if not 0 <= frame < len(index):
+            raise IndexError(f"frame {frame} is not in a video of {len(index)} frames")
+        groups.setdefault(index.keyframe_of(frame), []).append(frame)
+    return list(groups.items())
+
+
+def seek_args(video: Path, found: Probe, index: FrameIndex, keyframe: int, frames: Sequence[int], *,
+              width: int, height: int, threads: int, out_dir: Path) -> list[str]:
+    """One ffmpeg run: seek to the keyframe, decode forward, keep exactly these frames (by pts), scale, JPEG.
+
+    Timestamps are kept as stored (-copyts), so the select filter's t is the pts the index lists; each frame
+    is matched within half the gap to its neighbours, which no other frame can be. Output stops after the
+    last wanted frame (-frames:v), so decoding goes no further than it needs. Files are numbered from 0.
+    """
+    tb = index.time_base
+    terms = []
+    for frame in frames:
+        gaps = [abs(index.pts[n] - index.pts[frame]) for n in (frame - 1, frame + 1) if 0 <= n < len(index)]
+        tolerance = float(min(gaps, default=1) * tb) / 2
+        terms.append(f"lt(abs(t-{float(index.pts[frame] * tb)!r})\\,{tolerance!r})")
+    seek = max(float(index.pts[keyframe] * tb) - index.start_s - SEEK_MARGIN_S, 0.0)
+    pattern = str(out_dir.resolve()).replace("%", "%%") + "/%d.jpg"
     return [
-        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-i", input_url(video),
-        "-map", f"0:{found.video_index}", "-an", "-sn", "-dn",
-        "-vf", scale if every_frame else f"fps=fps={grid_fps!r}:round=up,{scale}",
-        "-fps_mode", "passthrough",
-        *(["-enc_time_base", f"1/{EVERY_FRAME_TIME_BASE}"] if every_frame else []),
-        "-q:v", JPEG_QSCALE, "-f", "image2", "-frame_pts", "1", pattern,
+        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-threads", str(threads),
+        *(["-noaccurate_seek", "-ss", f"{seek:.6f}"] if seek > 0 else []), "-copyts", "-i", input_url(video),
+        "-map", f"0:{found.video_index}", "-an", "-sn", "-dn", "-filter_threads", "1",
+        "-vf", f"select='{'+'.join(terms)}',scale={width}:{height}:flags=bicubic",
+        "-fps_mode", "passthrough", "-frames:v", str(len(frames)),
+        "-q:v", JPEG_QSCALE, "-f", "image2", "-start_number", "0", pattern,
     ]
 
 
-async def extract_grid(
-    video: Path, found: Probe, *, width: int, height: int, grid_fps: float, out_dir: Path, timeout_s: float
-) -> FrameGrid:
-    """Decode video once into width x height JPEGs at grid_fps, written atomically as the directory out_dir.
+async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: Sequence[int], *, width: int,
+                         height: int, out_dir: Path, workers: asyncio.Semaphore, cores: int,
+                         timeout_s: float) -> None:
+    """Write each wanted frame as out_dir/frame_name(i), width x height, decoding only what each needs.
 
-    ffmpeg applies the display rotation while decoding, so width x height should follow found.display_size.
-
-    Frames land in a temporary directory beside out_dir that is renamed into place with grid.json last;
-    on failure or cancellation ffmpeg's process group is killed and the temporary directory removed. If
-    out_dir appeared meanwhile (a concurrent extraction of the same video), that grid is returned.
-    Raises NotAVideo when ffmpeg fails or decodes no frame, MediaTimeout after timeout_s.
+    Frames are grouped by keyframe; each group is one ffmpeg process that seeks to its keyframe, and the
+    processes run in parallel as far as `workers` allows (each with a share of the cores). A group that comes
+    back short (a leading frame of an open GOP needs the GOP before) is retried from the keyframe before.
+    Frames land in a temporary directory inside out_dir and are renamed into place, so a reader sees whole
+    files only; on failure or cancellation every process this call started is killed and the temporary
+    directory removed. Raises NotAVideo when a frame cannot be decoded, MediaTimeout after timeout_s per run.
     """
-    if width <= 0 or height <= 0 or grid_fps <= 0:
-        raise ValueError(f"invalid grid: {width}x{height} at {grid_fps} fps")
-    tmp = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(6)}.tmp")
-    args = grid_args(video, found, width=width, height=height, grid_fps=grid_fps, frames_dir=tmp)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"invalid frame size {width}x{height}")
+    groups = group_by_keyframe(index, wanted)
+    if not groups:
+        return
+    threads = max(1, cores // min(len(groups), cores))
+    tmp = out_dir / f".extract-{secrets.token_hex(6)}.tmp"
     # mkdir inline, not in a thread: a cancelled thread could create the directory after it was cleaned up.
     os.mkdir(tmp)
     try:
-        result = await run_tool(args, timeout_s=timeout_s)
-    except BaseException:
+        async with asyncio.TaskGroup() as tasks:
+            for number, (keyframe, frames) in enumerate(groups):
+                tasks.create_task(_extract_group(video, found, index, keyframe, frames, width=width, height=height,
+                                                 threads=threads, work=tmp / str(number), out_dir=out_dir,
+                                                 workers=workers, timeout_s=timeout_s))
+    except BaseExceptionGroup as group:
+        # One failure stopped the others; report the first real one as itself.
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    finally:
         # Shielded so that a second cancellation cannot skip the cleanup.
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, tmp, True))
-        raise
-    tick = grid_fps if found.fps > grid_fps else EVERY_FRAME_TIME_BASE
-    # Committing is quick and must not be cut off halfway: a cancellation waits for it, then propagates.
-    committing = asyncio.ensure_future(
-        asyncio.to_thread(_commit, tmp, out_dir, result.returncode == 0, tick, width, height)
-    )
-    try:
-        return await asyncio.shield(committing)
-    except asyncio.CancelledError:
-        await asyncio.wait([committing])
-        raise
 
 
-def _commit(tmp: Path, out_dir: Path, ok: bool, tick: float, width: int, height: int) -> FrameGrid:
-    """Name the frames 0..n-1, write grid.json, rename tmp to out_dir; remove tmp on any failure."""
-    try:
-        if not ok:
-            raise NotAVideo("The video could not be decoded into frames; the file is damaged.")
-        ticks = sorted(int(entry.name[:-4]) for entry in os.scandir(tmp) if entry.name.endswith(".jpg"))
-        if not ticks:
-            raise NotAVideo("No frame could be decoded from the video.")
-        for index, pts in enumerate(ticks):
-            os.rename(tmp / f"{pts:012d}.jpg", tmp / frame_name(index))
-        times = tuple(pts / tick for pts in ticks)
-        (tmp / GRID_FILE).write_text(json.dumps({"times": times, "width": width, "height": height}))
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if not (out_dir / GRID_FILE).is_file():
-                raise
-            # Another extraction of the same video finished first; its grid is as good as ours.
-            shutil.rmtree(tmp, ignore_errors=True)
-            return FrameGrid.load(out_dir)
-        return FrameGrid(out_dir, times, width, height)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+async def _extract_group(video: Path, found: Probe, index: FrameIndex, keyframe: int, frames: list[int], *,
+                         width: int, height: int, threads: int, work: Path, out_dir: Path,
+                         workers: asyncio.Semaphore, timeout_s: float) -> None:
+    for attempt in range(2):
+        os.mkdir(work)
+        args = seek_args(video, found, index, keyframe, frames, width=width, height=height, threads=threads,
+                         out_dir=work)
+        async with workers:
+            result = await run_tool(args, timeout_s=timeout_s)
+        written = await asyncio.to_thread(_place, work, frames, out_dir) if result.returncode == 0 else False
+        if written:
+            return
+        shutil.rmtree(work, ignore_errors=True)
+        before = bisect.bisect_left(index.keyframes, keyframe) - 1
+        if attempt or before < 0:
+            break
+        keyframe = index.keyframes[before]
+    raise NotAVideo("Frames of the video could not be decoded; the file is damaged.")
 
 
-async def data_url(grid: FrameGrid, indices: Sequence[int]) -> str:
-    """The frames at indices as vLLM's pre-sampled video: data:video/jpeg;base64,<f1>,<f2>,... (in a thread)."""
-    if not indices:
-        raise ValueError("no frames to encode")
-    for index in indices:
-        if not 0 <= index < len(grid.times):
-            raise IndexError(f"frame {index} is not in a grid of {len(grid.times)} frames")
-    return await asyncio.to_thread(_encode, grid, list(indices))
+def _place(work: Path, frames: list[int], out_dir: Path) -> bool:
+    """Rename the k-th output to frames[k]'s name if there is one output per frame, else leave them."""
+    if len(os.listdir(work)) != len(frames) or not all((work / f"{k}.jpg").is_file() for k in range(len(frames))):
+        return False
+    for k, frame in enumerate(frames):
+        os.replace(work / f"{k}.jpg", out_dir / frame_name(frame))
+    return True
 
 
-def _encode(grid: FrameGrid, indices: list[int]) -> str:
-    frames = (base64.b64encode(grid.path(index).read_bytes()).decode("ascii") for index in indices)
-    return "data:video/jpeg;base64," + ",".join(frames)
+def frame_name(index: int) -> str:
+    return f"{index:08d}.jpg"

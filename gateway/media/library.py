@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +22,7 @@ import httpx2
 from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
 from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
 from gateway.media.files import FileRecord, FileRegistry
-from gateway.media.frames import FrameGrid, extract_grid
+from gateway.media.framecache import FrameCache, Frames
 from gateway.media.guard import HostPolicy, check_url, guarded_async_client
 from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
@@ -76,7 +76,7 @@ class LinkedVideo:
 
 
 class VideoLibrary:
-    """Resolves URLs, pages, data URLs, uploads and file ids to assets; decodes frame grids once per size."""
+    """Resolves URLs, pages, data URLs, uploads and file ids to assets; extracts the frames rounds ask for."""
 
     def __init__(self, settings: Settings, store: MediaStore, files: FileRegistry, http: httpx2.AsyncClient,
                  policy: HostPolicy) -> None:
@@ -87,6 +87,9 @@ class VideoLibrary:
         self.policy = policy
         self.fetch_limits = FetchLimits.from_settings(settings)
         self.probe_limits = ProbeLimits.from_settings(settings)
+        self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
+                                      workers=settings.frame_workers or os.cpu_count() or 1,
+                                      timeout_s=settings.ffmpeg_timeout_s)
 
     # --- the ways in ------------------------------------------------------------------------------
 
@@ -155,23 +158,16 @@ class VideoLibrary:
 
     # --- frames -----------------------------------------------------------------------------------
 
-    async def grid(self, asset: Asset, *, width: int, height: int, grid_fps: float) -> FrameGrid:
-        """The asset's frames at this size and rate, decoded once and cached beside the video."""
-        out_dir = asset.video.parent / "grids" / f"{width}x{height}@{grid_fps:g}"
-        try:
-            return await asyncio.to_thread(FrameGrid.load, out_dir)
-        except (OSError, ValueError, KeyError):
-            pass
+    async def frame_count(self, asset: Asset) -> int:
+        """How many frames the asset's video has, counted from its packets (not the container's estimate)."""
+        return len(await self.frame_cache.index(asset.video, asset.probe))
 
-        async def extract() -> FrameGrid:
-            # A caller whose load missed just before the previous flight for this grid landed must not decode again.
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                return await asyncio.to_thread(FrameGrid.load, out_dir)
-            await asyncio.to_thread(out_dir.parent.mkdir, exist_ok=True)
-            return await extract_grid(asset.video, asset.probe, width=width, height=height, grid_fps=grid_fps,
-                                      out_dir=out_dir, timeout_s=self.settings.ffmpeg_timeout_s)
+    async def frames(self, asset: Asset, indices: list[int], *, width: int, height: int) -> Frames:
+        """Exactly these frames of the asset (indices in presentation order) at this size, with their times.
 
-        return await self.store.single_flight(f"grid:{out_dir}", extract)
+        Frames are extracted by seeking, only where not cached already, and kept for later rounds and questions.
+        """
+        return await self.frame_cache.frames(asset.video, asset.probe, indices, width=width, height=height)
 
     # --- internals --------------------------------------------------------------------------------
 

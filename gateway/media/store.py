@@ -28,7 +28,7 @@ def url_key(url: str) -> str:
 
 @dataclass(frozen=True)
 class StoredObject:
-    """One cached video: its directory (``video.mp4``, ``facts.json``, frame grids) and content id."""
+    """One cached video: its directory (``video.mp4``, ``facts.json``, extracted frames) and content id."""
 
     id: str
     dir: Path
@@ -66,9 +66,11 @@ class MediaStore:
             folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        # Frame grids are built beside their object (".<name>.<token>.tmp"); a crash can leave one behind.
-        for leftover in self.objects.glob("*/grids/.*.tmp"):
+        # Frames are extracted beside their object (frames/<size>/.extract-<token>.tmp); a crash can leave one.
+        for leftover in self.objects.glob("*/frames/*/.extract-*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
+        for partial in self.objects.glob("*/frames/.index.json.*"):
+            partial.unlink(missing_ok=True)
 
     # --- temp space -------------------------------------------------------------------------------
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.logs import request_id_var
-from gateway.media.frames import FrameGrid, data_url
+from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits, FramePlan
-from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue, select_frames
+from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
+from gateway.media.zoom import round_frames
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
@@ -121,11 +122,6 @@ class PerceptionLoop:
                           max_tokens=req.max_tokens, max_tokens_set=req.max_tokens_set,
                           spare_frames=KEY_TIME_SPARE_FRAMES)
 
-    def grid_fps(self, asset: Asset, plan: FramePlan) -> float:
-        # Twice the average sampling rate, so spans sampled 1.5x denser still find distinct frames.
-        needed = 2 * plan.nframes / max(asset.probe.duration_s, 1e-3)
-        return round(min(asset.probe.fps, max(self.settings.grid_fps, needed)), 3)
-
     async def run(self, asset: Asset, req: LoopRequest,
                   final_context: Callable[[], Awaitable[str | None]] | None = None) -> AsyncGenerator[Event, None]:
         """The rounds' events. ``final_context`` is awaited just before the last round; text it returns is put in
@@ -163,17 +159,16 @@ class PerceptionLoop:
         prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
         budget = await self.plan(asset, req, prompt)
         plan = budget.frames
-        grid = await self.library.grid(asset, width=plan.width, height=plan.height,
-                                       grid_fps=self.grid_fps(asset, plan))
         probe = asset.probe
-        total = max(probe.frame_count, 1)
-        selection = select_frames(total, probe.fps, plan.nframes, spans)
-        picks = grid.pick([index / probe.fps for index in selection.indices])
-        started = RoundStarted(number, last, tuple(round(grid.times[p], 3) for p in picks),
-                               round(selection.sample_fps, 4), grid.width, grid.height,
-                               _tokens(len(picks), grid), spans if selection.key_time else (), budget.notes)
-        video = await data_url(grid, picks)
-        self.metrics.round_frames.observe(len(picks))
+        # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
+        total = await self.library.frame_count(asset)
+        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans)
+        shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height)
+        started = RoundStarted(number, last, tuple(round(t, 3) for t in shown.times),
+                               round(selection.sample_fps, 4), shown.width, shown.height,
+                               _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes)
+        video = await asyncio.to_thread(shown.data_url)
+        self.metrics.round_frames.observe(len(shown.jpegs))
         self.metrics.round_visual_tokens.observe(started.visual_tokens)
         yield started
 
@@ -194,7 +189,7 @@ class PerceptionLoop:
             "extra_body": {
                 # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
                 "media_io_kwargs": {"video": {"num_frames": -1, "fps": selection.sample_fps}},
-                "mm_processor_kwargs": _keep_size(grid),
+                "mm_processor_kwargs": _keep_size(shown),
             },
         }
         clock = time.perf_counter()
@@ -238,11 +233,11 @@ def _with_context(prompt: str, context: str | None) -> str:
             f"{context.strip()}\n\n{prompt}")
 
 
-def _tokens(frames: int, grid: FrameGrid) -> int:
-    return (frames + frames % 2) // 2 * (grid.height // 28) * (grid.width // 28)
+def _tokens(frames: int, shown: Frames) -> int:
+    return (frames + frames % 2) // 2 * (shown.height // 28) * (shown.width // 28)
 
 
-def _keep_size(grid: FrameGrid) -> dict[str, object]:
+def _keep_size(shown: Frames) -> dict[str, object]:
     # Frames are already multiples of 28 inside the budget: pin vLLM's resize window to exactly their area.
-    area = grid.width * grid.height
+    area = shown.width * shown.height
     return {"size": {"shortest_edge": area, "longest_edge": area}}

@@ -144,8 +144,9 @@ def test_follow_up_reuses_the_video_without_fetching_or_decoding(gw: LiveGateway
                                                                  clip: Path) -> None:
     url = origin.file("/clip.mp4", clip.read_bytes())
     first = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}])
-    grids = list((gw.settings.media_dir / "objects").glob("*/grids/*"))
-    stamps = {g: g.stat().st_mtime_ns for g in grids}
+    # Frames are files renamed into place once: an extraction again would give them new inodes.
+    frames = list((gw.settings.media_dir / "objects").glob("*/frames/*/*.jpg"))
+    inodes = {f: f.stat().st_ino for f in frames}
     follow_up = sdk(gw).chat.completions.create(model="videochat-r1.5", extra_body={"vchat": {"iterations": 2}},
                                                 **GREEDY, messages=[  # type: ignore[arg-type]
         {"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]},
@@ -155,7 +156,7 @@ def test_follow_up_reuses_the_video_without_fetching_or_decoding(gw: LiveGateway
     assert follow_up.choices[0].message.content == "B"
     assert follow_up.model_extra["perception"]["video"]["id"] == first.model_extra["perception"]["video"]["id"]
     assert origin.hits["/clip.mp4"] == 1
-    assert {g: g.stat().st_mtime_ns for g in grids} == stamps  # the same frame grid, not decoded again
+    assert frames and {f: f.stat().st_ino for f in frames} == inodes  # the same frames, not extracted again
 
 
 def test_adapter_is_chosen_by_model_name(gw: LiveGateway, vllm: VllmHandle, origin: Origin, clip: Path) -> None:

@@ -1,5 +1,5 @@
-"""VideoLibrary built as the app's lifespan builds it, with real ffmpeg and yt-dlp: frame grids decoded once per
-(size, rate), pinned videos kept through eviction, and every form of chat video reference resolved to one asset."""
+"""VideoLibrary built as the app's lifespan builds it, with real ffmpeg and yt-dlp: frames extracted once per
+size and kept, pinned videos kept through eviction, and every form of chat video reference resolved to one asset."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def open_library(media_dir: Path, **overrides: object) -> AsyncIterator[Vi
 
 @pytest.fixture
 def ffmpeg_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Every ffmpeg command the frame grid runs (the real tool still runs)."""
+    """Every ffmpeg/ffprobe command frame extraction runs (the real tool still runs)."""
     runs: list[list[str]] = []
     real = frames_module.run_tool
 
@@ -53,43 +53,44 @@ def ffmpeg_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return runs
 
 
-# --- frame grids --------------------------------------------------------------------------------------
+# --- frames ----------------------------------------------------------------------------------------------
 
 
-async def test_grid_is_decoded_once_per_size_and_rate(tmp_path: Path, origin: Origin, clip: bytes,
-                                                      ffmpeg_runs: list[list[str]]) -> None:
+async def test_frames_are_extracted_once_per_size(tmp_path: Path, origin: Origin, clip: bytes,
+                                                  ffmpeg_runs: list[list[str]]) -> None:
     url = origin.file("/clip.mp4", clip)
     async with open_library(tmp_path / "media") as library:
         asset = await library.from_url(url)
-        grid = await library.grid(asset, width=64, height=48, grid_fps=4)
-        assert len(ffmpeg_runs) == 1
-        assert grid.times == tuple(k / 4 for k in range(12))  # 3 s at 4 fps
-        first_frame = probe_file(grid.path(0))["streams"]
+        assert await library.frame_count(asset) == 30  # 3 s at 10 fps; one ffprobe pass over the packets
+        shown = await library.frames(asset, [0, 10, 29], width=64, height=48)
+        # The clip has a keyframe each second: one seek-and-decode run per keyframe the frames need.
+        assert [a[0] for a in ffmpeg_runs] == ["ffprobe", "ffmpeg", "ffmpeg", "ffmpeg"]
+        assert shown.times == (0.0, 1.0, 2.9)
+        first_frame = probe_file(asset.video.parent / "frames" / "64x48" / "00000000.jpg")["streams"]
         assert isinstance(first_frame, list) and (first_frame[0]["width"], first_frame[0]["height"]) == (64, 48)
-        stamp = grid.dir.stat().st_mtime_ns
 
-        # A second question on the same video: the URL index, then the cached grid; no ffmpeg.
-        again = await library.grid(await library.from_url(url), width=64, height=48, grid_fps=4)
-        assert again == grid and len(ffmpeg_runs) == 1
-        assert grid.dir.stat().st_mtime_ns == stamp
+        # A second question on the same video: the URL index, then the cached frames; no ffmpeg.
+        again = await library.frames(await library.from_url(url), [29, 0], width=64, height=48)
+        assert again.jpegs == (shown.jpegs[2], shown.jpegs[0]) and len(ffmpeg_runs) == 4
         assert origin.hits["/clip.mp4"] == 1
 
-        # Another size or another rate is another grid.
-        smaller = await library.grid(asset, width=32, height=24, grid_fps=4)
-        slower = await library.grid(asset, width=64, height=48, grid_fps=2)
-        assert len(ffmpeg_runs) == 3
-        assert (smaller.width, len(slower.times)) == (32, 6)
-        assert {p.name for p in asset.video.parent.joinpath("grids").iterdir()} == {"64x48@4", "32x24@4", "64x48@2"}
+        # Another size is extracted again; the index is not.
+        smaller = await library.frames(asset, [0, 10], width=32, height=24)
+        assert (smaller.width, len(smaller.jpegs), len(ffmpeg_runs)) == (32, 2, 6)
+        assert {p.name for p in asset.video.parent.joinpath("frames").iterdir()} == {"index.json", "64x48", "32x24"}
 
 
-async def test_concurrent_first_requests_for_a_grid_decode_once(tmp_path: Path, origin: Origin, clip: bytes,
+async def test_concurrent_first_requests_for_frames_extract_once(tmp_path: Path, origin: Origin, clip: bytes,
                                                                  ffmpeg_runs: list[list[str]]) -> None:
     async with open_library(tmp_path / "media") as library:
         asset = await library.from_url(origin.file("/clip.mp4", clip))
-        grids = await asyncio.gather(*(library.grid(asset, width=96, height=72, grid_fps=4) for _ in range(6)))
-        assert len(ffmpeg_runs) == 1
-        assert len(set(grids)) == 1
-        assert [p.name for p in (asset.video.parent / "grids").iterdir()] == ["96x72@4"]  # no temp dir left
+        await library.frame_count(asset)
+        got = await asyncio.gather(*(library.frames(asset, [1, 5, 9], width=96, height=72) for _ in range(6)))
+        assert [a[0] for a in ffmpeg_runs] == ["ffprobe", "ffmpeg"]
+        assert len({g.jpegs for g in got}) == 1
+        # No temporary directory left beside the frames.
+        assert sorted(p.name for p in (asset.video.parent / "frames" / "96x72").iterdir()) == [
+            "00000001.jpg", "00000005.jpg", "00000009.jpg"]
 
 
 # --- eviction keeps pinned videos ------------------------------------------------------------------------

@@ -41,3 +41,51 @@ def make_clip(
     subprocess.run([*args, str(tmp)], check=True, timeout=600)
     tmp.rename(out)
     return out
+
+
+# Frame-number code: NUMBER_BITS columns, each BIT_WIDTH pixels wide, white where bit b of the frame number is set.
+NUMBER_BITS = 14
+BIT_WIDTH = 16
+NUMBERED_SIZE = f"{NUMBER_BITS * BIT_WIDTH}x32"
+
+
+def make_numbered_clip(seconds: float, fps: int, *, setpts: str | None = None, x264: str = "",
+                       size: str = NUMBERED_SIZE) -> Path:
+    """A clip whose frame N shows N in binary (see frame_numbers), encoded with libx264 and x264 params ``x264``
+    (e.g. "open-gop=1:keyint=30:bframes=3"); ``setpts`` rewrites timestamps for variable frame rates."""
+    key = repr(("numbered", seconds, fps, setpts, x264, size)).encode()
+    out = CLIP_CACHE / f"numbered-{hashlib.sha256(key).hexdigest()[:16]}.mp4"
+    if out.exists():
+        return out
+    CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+    width = int(size.split("x")[0])
+    code = (f"geq=lum='255*mod(floor(N/pow(2\\,floor(X*{NUMBER_BITS}/{width})))\\,2)':cb=128:cr=128")
+    chain = f"color=black:size={size}:rate={fps}:duration={seconds},format=yuv420p,{code}"
+    if setpts:
+        chain += f",setpts='{setpts}'"
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.mp4")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", chain,
+                    "-c:v", "libx264", "-preset", "ultrafast", *(["-x264-params", x264] if x264 else []),
+                    "-fps_mode", "vfr", "-pix_fmt", "yuv420p", str(tmp)], check=True, timeout=600)
+    tmp.rename(out)
+    return out
+
+
+def frame_numbers(jpegs: list[bytes]) -> list[int]:
+    """The frame number each JPEG of a numbered clip shows (after any resize the gateway applied)."""
+    if not jpegs:
+        return []
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "image2pipe", "-c:v", "mjpeg", "-i", "-",
+                          "-vf", f"scale={NUMBER_BITS}:1:flags=area", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                         input=b"".join(jpegs), check=True, capture_output=True, timeout=120).stdout
+    rows = [raw[k:k + NUMBER_BITS] for k in range(0, len(raw), NUMBER_BITS)]
+    return [sum(1 << bit for bit, value in enumerate(row) if value > 128) for row in rows]
+
+
+def decoded_pts(video: Path) -> list[float]:
+    """Every frame's time (seconds from the first) from a full decode: the reference frame times."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(video)],
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    times = [float(line.split(",")[0]) for line in out.split() if line.strip()]
+    return [t - times[0] for t in times]

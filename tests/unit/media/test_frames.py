@@ -1,25 +1,31 @@
-"""gateway.media.frames (and the run_tool it stands on) with real ffmpeg: the grid, its times, its cleanup."""
+"""gateway.media.frames and framecache (and the run_tool they stand on) with real ffmpeg: exact frames by seeking,
+their times, the cache's bound, and cleanup on cancel."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import math
 import os
-import subprocess
+import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import MediaTimeout
+from gateway.media import frames as frames_module
 from gateway.media.ffmpeg import STDERR_TAIL_LINES, run_tool
-from gateway.media.frames import GRID_FILE, FrameGrid, data_url, extract_grid, frame_name
+from gateway.media.framecache import FrameCache
+from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
 from gateway.media.probe import Probe, ProbeLimits, probe
-from tests.support.clips import make_clip
+from gateway.media.sampling import select_frames
+from tests.support.clips import decoded_pts, frame_numbers, make_clip, make_numbered_clip
 
-LIMITS = ProbeLimits(max_duration_s=3600.0, max_side=7680, timeout_s=60.0)
+LIMITS = ProbeLimits(max_duration_s=4 * 3600.0, max_side=7680, timeout_s=60.0)
+OPEN_GOP = "open-gop=1:keyint=30:bframes=3"
+# 25 fps for 4 s, then frames 30 ms further apart each: every gap differs.
+VFR = "N/25/TB+if(gt(N\\,100)\\,(N-100)*0.03/TB\\,0)"
 
 
 def live_pids(*, token: str | None = None, pgid: int | None = None) -> list[int]:
@@ -36,147 +42,208 @@ def live_pids(*, token: str | None = None, pgid: int | None = None) -> list[int]
     return found
 
 
+def all_files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+async def until(condition: Callable[[], object], timeout_s: float = 30) -> None:
+    """Poll condition until it holds or timeout_s passes (the caller asserts what it needs afterwards)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110 - polling /proc, no event to wait on
+        await asyncio.sleep(0.01)
+
+
 def names(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
-def read(path: Path) -> bytes:
-    return path.read_bytes()
-
-
-def jpeg_size(path: Path) -> tuple[int, int]:
+def jpeg_size(data: bytes) -> tuple[int, int]:
     """(width, height) from a baseline JPEG's SOF0 segment."""
-    data = path.read_bytes()
     at = data.index(b"\xff\xc0")
     return int.from_bytes(data[at + 7:at + 9], "big"), int.from_bytes(data[at + 5:at + 7], "big")
 
 
-def frame_numbers(grid: FrameGrid) -> list[int]:
-    """Which source frame each grid JPEG shows, for videos whose frame N is a flat grey of luma 8N."""
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(grid.dir / "%06d.jpg"), "-vf", "scale=1:1",
-                          "-f", "rawvideo", "-pix_fmt", "gray", "-"], check=True, capture_output=True).stdout
-    return [round(value / 8) for value in raw]
+def video_dir(tmp_path: Path, clip: Path) -> Path:
+    """A copy of clip laid out as a cached object (the cache writes frames/ beside video.mp4)."""
+    folder = tmp_path / "obj"
+    folder.mkdir(exist_ok=True)
+    (folder / "video.mp4").write_bytes(clip.read_bytes())
+    return folder / "video.mp4"
 
 
-@pytest.fixture(scope="module")
-def numbered(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s at 10 fps, lossless: frame N is flat grey of luma 8N, so a JPEG tells which frame it is."""
-    path = tmp_path_factory.mktemp("numbered") / "numbered.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
-                    "color=black:size=64x64:rate=10:duration=3,format=gray,geq=lum='N*8'",
-                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path)], check=True, timeout=60)
-    return path
+def cache(max_frames: int = 4096, workers: int = 2) -> FrameCache:
+    return FrameCache(max_frames=max_frames, workers=workers, timeout_s=120)
 
 
-async def grid_of(video: Path, out_dir: Path, grid_fps: float, size: tuple[int, int] = (32, 32)) -> FrameGrid:
+# --- the index: every frame, in presentation order, with its real time ------------------------------
+
+@pytest.mark.parametrize("kind", ["vfr", "open_gop"])
+async def test_index_lists_every_frame_at_its_decoded_time(kind: str) -> None:
+    clip = (make_numbered_clip(20, 25, setpts=VFR, x264="bframes=2:keyint=40")
+            if kind == "vfr" else make_numbered_clip(40, 25, x264=OPEN_GOP))
+    index = await build_index(clip, await probe(clip, LIMITS), timeout_s=60)
+    reference = decoded_pts(clip)
+    assert len(index) == len(reference)
+    assert [index.time(i) for i in range(len(index))] == pytest.approx(reference, abs=1e-6)
+    assert len(index.keyframes) > 3 and index.keyframes[0] == 0
+    assert FrameIndex.from_json(index.to_json()) == index
+
+
+# --- exactness: the frame extracted is the frame asked for -------------------------------------------
+
+@pytest.mark.parametrize("kind", ["vfr", "open_gop", "closed_gop_bframes"])
+async def test_frames_are_exactly_the_frames_asked_for(kind: str, tmp_path: Path) -> None:
+    if kind == "vfr":
+        clip = make_numbered_clip(20, 25, setpts=VFR, x264="bframes=2:keyint=40")
+    elif kind == "open_gop":
+        clip = make_numbered_clip(40, 25, x264=OPEN_GOP)
+    else:
+        clip = make_numbered_clip(12, 30, x264="keyint=45:bframes=3")
+    video = video_dir(tmp_path, clip)
     found = await probe(video, LIMITS)
-    return await extract_grid(video, found, width=size[0], height=size[1], grid_fps=grid_fps, out_dir=out_dir,
-                              timeout_s=60)
+    frames = cache()
+    index = await frames.index(video, found)
+    total = len(index)
+    rng = random.Random(kind)
+    # Uniform and glue-weighted picks as rounds make them, the last frame, and every frame around keyframes
+    # (an open GOP's leading frames need the GOP before theirs).
+    wanted = sorted({*select_frames(total, found.fps, 16).indices,
+                     *select_frames(total, found.fps, 16, [(2.0, 3.5), (9.0, 9.6)]).indices,
+                     *(k + d for k in index.keyframes for d in (-3, -2, -1, 0, 1) if 0 <= k + d < total),
+                     *rng.sample(range(total), 20), total - 1})
+    got = await frames.frames(video, found, wanted, width=56, height=28)
+    assert frame_numbers(list(got.jpegs)) == wanted
+    reference = decoded_pts(clip)
+    assert got.times == pytest.approx([reference[i] for i in wanted], abs=1e-5)
+    assert {jpeg_size(jpeg) for jpeg in got.jpegs} == {(56, 28)}
 
 
-async def test_grid_count_size_and_times(tmp_path: Path) -> None:
-    out = tmp_path / "grid"
-    grid = await grid_of(make_clip(6.0, "320x240", 30), out, 2.0, (224, 168))
-    assert grid == FrameGrid(out, tuple(k / 2 for k in range(12)), 224, 168)
-    assert FrameGrid.load(out) == grid
-    assert names(out) == sorted([GRID_FILE, *(frame_name(i) for i in range(12))])
-    assert {jpeg_size(grid.path(i)) for i in range(12)} == {(224, 168)}
-    assert names(tmp_path) == [out.name]
+async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
+    found = await probe(video, LIMITS)
+    runs: list[list[str]] = []
+    real = frames_module.run_tool
+
+    async def counting(args: list[str], **kwargs: float) -> object:
+        runs.append(args)
+        return await real(args, **kwargs)
+
+    monkeypatch.setattr(frames_module, "run_tool", counting)
+    frames = cache()
+    first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
+    assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
+    ffmpeg_runs = [a for a in runs if a[0] == "ffmpeg"]
+    assert len(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
+    # A later round (or question, with a fresh cache over the same directory) reuses what is on disk.
+    again = await cache().frames(video, found, [7, 300], width=56, height=28)
+    assert again.jpegs == (first.jpegs[4], first.jpegs[3]) and len(runs) == len(ffmpeg_runs) + 1  # +1: index
+    assert sorted(p.name for p in (video.parent / "frames" / "56x28").iterdir()) == [
+        frame_name(i) for i in (5, 7, 100, 300)]
 
 
-@pytest.mark.parametrize("grid_fps", [2.0, 3.0])
-async def test_frame_k_shows_the_last_frame_at_or_before_k_over_fps(
-    grid_fps: float, numbered: Path, tmp_path: Path
-) -> None:
-    grid = await grid_of(numbered, tmp_path / "grid", grid_fps)
-    assert len(grid.times) in (math.ceil(3 * grid_fps) - 1, math.ceil(3 * grid_fps))
-    assert grid.times == tuple(k / grid_fps for k in range(len(grid.times)))
-    assert all(0 <= t < 3.0 for t in grid.times)
-    # ffmpeg's default fps rounding (near) would show frame floor(10k/fps) + 2 here, up to half a slot late.
-    assert frame_numbers(grid) == [math.floor(10 * t + 1e-9) for t in grid.times]
+async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
+    found = await probe(video, LIMITS)
+    frames = cache()
+    await frames.index(video, found)
+    runs: list[list[str]] = []
+    real = frames_module.run_tool
+
+    async def counting(args: list[str], **kwargs: float) -> object:
+        runs.append(args)
+        return await real(args, **kwargs)
+
+    monkeypatch.setattr(frames_module, "run_tool", counting)
+    wanted = [0, 90, 180, 270]
+    results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
+    assert len(runs) == 4 and len({r.jpegs for r in results}) == 1
 
 
-async def test_every_frame_when_the_video_is_slower_than_the_grid(numbered: Path, tmp_path: Path) -> None:
-    grid = await grid_of(numbered, tmp_path / "grid", 25.0)
-    assert frame_numbers(grid) == list(range(30))
-    assert grid.times == pytest.approx([n / 10 for n in range(30)], abs=1e-4)
+# --- bounded work -------------------------------------------------------------------------------------
+
+async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None:
+    clip = make_clip(3 * 3600.0, "64x36", 1, audio=False, extra=("-preset", "ultrafast", "-g", "250"))
+    video = video_dir(tmp_path, clip)
+    found = await probe(video, LIMITS)
+    cap = 96
+    frames = cache(max_frames=cap)
+    total = len(await frames.index(video, found))
+    assert total == 3 * 3600
+    peak = 0
+    spans = [(), ((600.0, 660.0),), ((3000.0, 3100.0), (9000.0, 9050.0)), ((100.0, 130.0),), ()]
+    for round_spans in spans:
+        selection = select_frames(total, found.fps, 64, round_spans)
+        got = await frames.frames(video, found, list(selection.indices), width=56, height=28)
+        assert len(got.jpegs) == len(selection.indices) <= 64 + 4
+        on_disk = all_files(video.parent / "frames")
+        peak = max(peak, len(on_disk))
+        assert not any(".tmp" in name for name in on_disk)
+    assert peak <= cap + 1  # the frames and index.json, never more
 
 
-def remux_to_ts(src: Path, dest: Path) -> Path:
-    """src as MPEG-TS, whose timestamps start at 1.4 s (the muxer's default offset)."""
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-c", "copy", str(dest)], check=True)
-    info = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-of", "json", str(dest)], check=True,
-                          capture_output=True).stdout
-    assert b'"start_time": "1.4' in info
-    return dest
+# --- cancel and timeout: every process gone, no partial file ------------------------------------------
+
+async def _extracting(tmp_path: Path, timeout_s: float) -> tuple[asyncio.Task[None], Path, list[int]]:
+    """Start extracting frames spread over a 60 s 640x360 clip; return once several ffmpeg runs are going."""
+    video = video_dir(tmp_path, make_clip(60.0, "640x360", 30, audio=False, extra=("-g", "300")))
+    found: Probe = await probe(video, LIMITS)
+    index = await build_index(video, found, timeout_s=60)
+    out = video.parent / "frames" / "448x252"
+    out.mkdir(parents=True)
+    # The last frame of each keyframe's GOP: every run decodes a whole GOP.
+    wanted = [k - 1 for k in index.keyframes[1:]]
+    task = asyncio.create_task(extract_frames(video, found, index, wanted, width=448, height=252, out_dir=out,
+                                              workers=asyncio.Semaphore(4), cores=2, timeout_s=timeout_s))
+    await until(lambda: task.done() or len(live_pids(token=str(out))) >= 2)
+    return task, out, live_pids(token=str(out))
 
 
-async def test_times_count_from_the_start_of_a_late_starting_stream(numbered: Path, tmp_path: Path) -> None:
-    ts = remux_to_ts(numbered, tmp_path / "numbered.ts")
-    grid = await grid_of(ts, tmp_path / "grid", 2.0)
-    assert grid.times == (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)
-    assert frame_numbers(grid) == [0, 5, 10, 15, 20, 25]
-
-
-async def test_data_url_is_comma_separated_base64_jpegs(tmp_path: Path) -> None:
-    grid = await grid_of(make_clip(6.0, "320x240", 30), tmp_path / "grid", 2.0, (56, 42))
-    url = await data_url(grid, [0, 3, 3, 11])
-    prefix = "data:video/jpeg;base64,"
-    assert url.startswith(prefix)
-    frames = [base64.b64decode(part, validate=True) for part in url.removeprefix(prefix).split(",")]
-    assert len(frames) == 4 and frames[1] == frames[2] == read(grid.path(3))
-    assert all(f.startswith(b"\xff\xd8\xff") and f.endswith(b"\xff\xd9") for f in frames)
-    with pytest.raises(IndexError):
-        await data_url(grid, [12])
-
-
-def test_pick_takes_the_nearest_frame() -> None:
-    grid = FrameGrid(Path("/nowhere"), (0.0, 0.5, 1.0, 1.5), 28, 28)
-    assert grid.pick([-3.0, 0.2, 0.25, 0.26, 0.74, 1.4, 99.0]) == [0, 0, 0, 1, 1, 3, 3]
-
-
-async def test_concurrent_extractions_share_one_directory(tmp_path: Path) -> None:
-    clip, out = make_clip(6.0, "320x240", 30), tmp_path / "grid"
-    first, second = await asyncio.gather(grid_of(clip, out, 2.0), grid_of(clip, out, 2.0))
-    assert first == second
-    assert names(tmp_path) == [out.name]
-
-
-def frames_written(parent: Path, out: Path) -> bool:
-    return any(any(tmp.iterdir()) for tmp in parent.glob(f".{out.name}.*.tmp"))
-
-
-async def _extracting(tmp_path: Path, out: Path, timeout_s: float) -> tuple[asyncio.Task[FrameGrid], list[int]]:
-    """Start extracting a 20 s clip; return once ffmpeg has written its first frames, with ffmpeg's pid."""
-    clip = make_clip(20.0, "640x360", 30)
-    found: Probe = await probe(clip, LIMITS)
-    task = asyncio.create_task(extract_grid(clip, found, width=224, height=140, grid_fps=4.0, out_dir=out,
-                                            timeout_s=timeout_s))
-    for _ in range(1000):
-        if frames_written(tmp_path, out) or task.done():
-            break
-        await asyncio.sleep(0.005)
-    return task, live_pids(token=out.name)
-
-
-async def test_cancel_mid_extract_leaves_no_process_and_no_directory(tmp_path: Path) -> None:
-    task, pids = await _extracting(tmp_path, tmp_path / "grid-cancel", timeout_s=120)
-    assert len(pids) == 1 and not task.done(), "ffmpeg should be mid-extract"
+async def test_cancel_mid_extraction_leaves_no_process_and_no_partial_file(tmp_path: Path) -> None:
+    task, out, pids = await _extracting(tmp_path, timeout_s=120)
+    assert len(pids) >= 2 and not task.done(), "several ffmpeg runs should be extracting"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pids[0], 0)
-    assert names(tmp_path) == []
+    assert live_pids(token=str(out)) == []
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+    assert not any(".tmp" in name for name in all_files(out))
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
-async def test_timeout_mid_extract_leaves_no_process_and_no_directory(tmp_path: Path) -> None:
-    task, pids = await _extracting(tmp_path, tmp_path / "grid-timeout", timeout_s=0.3)
+async def test_timeout_mid_extraction_leaves_no_process_and_no_partial_file(tmp_path: Path) -> None:
+    task, out, pids = await _extracting(tmp_path, timeout_s=0.5)
+    assert pids, "ffmpeg should be extracting"
     with pytest.raises(MediaTimeout):
         await task
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pids[0], 0)
-    assert names(tmp_path) == []
+    assert live_pids(token=str(out)) == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+async def test_a_request_leaving_cancels_the_extraction_only_when_no_other_waits(tmp_path: Path) -> None:
+    video = video_dir(tmp_path, make_clip(60.0, "640x360", 30, audio=False, extra=("-g", "300")))
+    found = await probe(video, LIMITS)
+    frames = cache()
+    index = await frames.index(video, found)
+    wanted = [k - 1 for k in index.keyframes[1:]]
+    out = video.parent / "frames" / "448x252"
+    first = asyncio.create_task(frames.frames(video, found, wanted, width=448, height=252))
+    second = asyncio.create_task(frames.frames(video, found, wanted, width=448, height=252))
+    await until(lambda: live_pids(token=str(out)))
+    first.cancel()
+    got = await second  # the other request still gets every frame
+    assert len(got.jpegs) == len(wanted)
+    third = asyncio.create_task(frames.frames(video, found, [1, 2, 3, 301, 601, 901], width=224, height=126))
+    other = video.parent / "frames" / "224x126"
+    await until(lambda: live_pids(token=str(other)))
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    assert live_pids(token=str(other)) == []
+    assert [p.name for p in other.iterdir() if p.name.startswith(".")] == []
 
 
 # --- run_tool: the whole process group goes, whatever ends the wait ---------------------------------

@@ -1,0 +1,51 @@
+"""Glue rounds on long videos: at least half of a round's frames go inside the glued segments, so later rounds zoom."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.media.resize import FRAME_FACTOR
+from gateway.media.sampling import FrameSelection, Span, select_frames, uniform_indices
+
+# Up to this length the official weighting (glued frames 1.5x denser) is kept exactly: it is what the model was
+# trained and evaluated with. Beyond it 1.5x of a sparse round is still sparse: an hour at 64 frames gives a
+# 60 s segment one or two frames, so the second round would see what the first saw.
+LONG_VIDEO_S = 600.0
+# Share of a long video's glue-round frames placed inside the segments; the rest keep covering the whole video.
+ZOOM_SHARE = 0.5
+
+
+def round_frames(total_frames: int, video_fps: float, nframes: int, spans: Sequence[Span] = ()) -> FrameSelection:
+    """The frames of one round: select_frames (official) for uniform rounds and for videos up to LONG_VIDEO_S;
+    for longer ones with spans, at least ZOOM_SHARE of nframes spread evenly over the spans' frames (in
+    proportion to their lengths, one each at least, never more than they have), the rest uniform over the video.
+    The declared fps stays the official average rate; the count stays even and within nframes + len(spans) + 1."""
+    official = select_frames(total_frames, video_fps, nframes, spans)
+    if not spans or total_frames / video_fps <= LONG_VIDEO_S:
+        return official
+    ranges = [(max(0, int(start * video_fps)), min(int(end * video_fps), total_frames - 1)) for start, end in spans]
+    ranges = [(first, last) for first, last in ranges if first <= last]
+    inside = sum(last - first + 1 for first, last in ranges)
+    if not ranges or _count_inside(official.indices, ranges) >= nframes * ZOOM_SHARE:
+        return official
+    picked = _spread(ranges, min(round(nframes * ZOOM_SHARE), inside), inside)
+    rest = max(nframes - len(picked), 1)
+    picked.update(uniform_indices(total_frames, rest))
+    indices = sorted(picked)
+    if len(indices) % FRAME_FACTOR:
+        indices.append(indices[-1])
+    return FrameSelection(tuple(indices), official.sample_fps, True)
+
+
+def _spread(ranges: Sequence[tuple[int, int]], zoomed: int, inside: int) -> set[int]:
+    """zoomed frames spread over the inclusive frame ranges in proportion to their lengths (one each at least)."""
+    picked: set[int] = set()
+    for first, last in ranges:
+        count = last - first + 1
+        share = min(count, max(1, round(zoomed * count / inside)))
+        picked.update(first + i for i in (uniform_indices(count, share) if share > 1 else [(count - 1) // 2]))
+    return picked
+
+
+def _count_inside(indices: Sequence[int], ranges: Sequence[tuple[int, int]]) -> int:
+    return sum(1 for i in set(indices) if any(first <= i <= last for first, last in ranges))
