@@ -16,7 +16,7 @@ from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
-from gateway.media.plan import FrameLimits, FramePlan
+from gateway.media.plan import FrameLimits
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
 from gateway.media.zoom import round_frames
 from gateway.metrics import Metrics
