@@ -118,10 +118,8 @@ async def test_frames_are_exactly_the_frames_asked_for(kind: str, tmp_path: Path
     assert {jpeg_size(jpeg) for jpeg in got.jpegs} == {(56, 28)}
 
 
-async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
-    found = await probe(video, LIMITS)
+def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every ffmpeg/ffprobe command the frame cache runs from now on, in order (the real tool still runs)."""
     runs: list[list[str]] = []
     real = frames_module.run_tool
 
@@ -130,6 +128,14 @@ async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
         return await real(args, **kwargs)
 
     monkeypatch.setattr(frames_module, "run_tool", counting)
+    return runs
+
+
+async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
+    found = await probe(video, LIMITS)
+    runs = count_tool_runs(monkeypatch)
     frames = cache()
     first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
     assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
@@ -148,14 +154,7 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
     found = await probe(video, LIMITS)
     frames = cache()
     await frames.index(video, found)
-    runs: list[list[str]] = []
-    real = frames_module.run_tool
-
-    async def counting(args: list[str], **kwargs: float) -> object:
-        runs.append(args)
-        return await real(args, **kwargs)
-
-    monkeypatch.setattr(frames_module, "run_tool", counting)
+    runs = count_tool_runs(monkeypatch)
     wanted = [0, 90, 180, 270]
     results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
     assert len(runs) == 4 and len({r.jpegs for r in results}) == 1
