@@ -14,6 +14,10 @@ from vllm_launch.settings import LaunchSettings
 # The first vLLM release that refuses per-request media_io_kwargs / mm_processor_kwargs unless the
 # server opts in with --trust-request-mm-kwargs (older releases have no such flag).
 TRUST_MM_KWARGS_SINCE = (0, 31)
+# vLLM's context when VCHAT_MAX_MODEL_LEN is empty. On a GPU it must hold VideoChat-R1.5's own frame count: 512 frames
+# at the smallest frame size are 36,864 visual tokens (the gateway's VCHAT_MAX_VISUAL_TOKENS), plus the prompt and a
+# 2,048-token reply. The tiny CPU model keeps vLLM-CPU's memory small.
+DEFAULT_CONTEXT = {"cpu": 8192, "gpu": 40960}
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
         "--host", settings.vllm_host,
         "--port", str(settings.vllm_port),
         "--dtype", dtype,
-        "--max-model-len", str(settings.max_model_len),
+        "--max-model-len", str(settings.max_model_len or DEFAULT_CONTEXT[device]),
         "--enable-lora",
         "--max-loras", str(settings.max_loras),
         "--max-lora-rank", str(settings.max_lora_rank),

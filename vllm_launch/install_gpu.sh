@@ -2,7 +2,8 @@
 # Install vLLM for a machine with an NVIDIA GPU into its own virtual environment (idempotent).
 # Usage: vllm_launch/install_gpu.sh [VENV_DIR]        (default: .venv-vllm beside this repo's root)
 set -euo pipefail
-VLLM_VERSION="${VLLM_VERSION:-0.33.0}"
+# The release measured on an H200 with the 7B shape (bench/gpu/, bench/README.md); the GPU image uses the same.
+VLLM_VERSION="${VLLM_VERSION:-0.26.0}"
 PEFT_SPEC="${PEFT_SPEC:-peft>=0.17}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${1:-${VCHAT_VLLM_VENV:-$root/.venv-vllm}}"

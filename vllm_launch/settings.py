@@ -32,7 +32,10 @@ class LaunchSettings(BaseSettings):
         "auto", description="`auto` picks `gpu` when `nvidia-smi` lists a GPU, else `cpu`."
     )
     dtype: str = Field("auto", description="vLLM `--dtype`; `auto` means bfloat16 on CPU, the model's own on GPU.")
-    max_model_len: int = Field(8192, ge=256, description="vLLM `--max-model-len`.")
+    max_model_len: int | None = Field(
+        None, ge=256, description="vLLM `--max-model-len`; empty: 8192 on CPU (the tiny test model), 40960 on GPU (a "
+        "round of 512 frames at the smallest size, 36,864 visual tokens, plus its prompt and 2,048 reply tokens).",
+    )
     max_loras: int = Field(4, ge=1, le=64, description="LoRA adapters active in one batch (`--max-loras`).")
     max_lora_rank: int = Field(16, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
     max_cpu_loras: int | None = Field(None, ge=1, description="Adapters kept in CPU memory (`--max-cpu-loras`).")

@@ -40,10 +40,32 @@ def test_gpu_command_and_older_vllm(tmp_path: Path) -> None:
                         vllm_version="0.26.0")
     assert flag(cmd.args, "--dtype") == "auto"
     assert flag(cmd.args, "--gpu-memory-utilization") == "0.9"
+    assert flag(cmd.args, "--max-model-len") == "40960"
     assert flag(cmd.args, "--max-lora-rank") == "64"
     # vLLM before 0.31 has no such flag and would refuse to start with it.
     assert "--trust-request-mm-kwargs" not in cmd.args
     assert "VLLM_CPU_KVCACHE_SPACE" not in cmd.env
+
+
+def test_gpu_context_holds_the_official_frame_count(tmp_path: Path) -> None:
+    """An hour-long 16:9 video planned with the gateway's defaults gets VideoChat-R1.5's own 512 frames, and that
+    round, its prompt and a full reply fit the GPU context: no frames are cut for lack of context on a GPU."""
+    from gateway.media.plan import FrameLimits, VideoInfo, plan_frames
+    from gateway.settings import Settings
+
+    gateway = Settings(_env_file=None)  # type: ignore[call-arg]
+    context = int(flag(build_command(settings(tmp_path), model="/m", device="gpu", vllm_version="0.26.0").args,
+                       "--max-model-len"))
+    for width, height in ((1280, 720), (1920, 1080), (720, 1280)):
+        plan = plan_frames(VideoInfo(duration_s=3600.0, fps=30.0, width=width, height=height),
+                           FrameLimits(max_visual_tokens=gateway.max_visual_tokens, min_pixels=gateway.frame_min_pixels,
+                                       max_pixels=gateway.frame_max_pixels, total_pixels=gateway.frame_total_pixels,
+                                       max_frames=gateway.max_frames, target_fps=gateway.sample_fps))
+        assert plan.nframes == 512
+        prompt_allowance = 1024  # the round prompt with a question and options is ~300 tokens
+        assert plan.tokens + gateway.round_max_tokens + prompt_allowance <= context, (width, height, plan)
+    explicit = build_command(settings(tmp_path, max_model_len=16384), model="/m", device="gpu", vllm_version="0.26.0")
+    assert flag(explicit.args, "--max-model-len") == "16384"
 
 
 def test_adapters_folder_becomes_lora_modules(tmp_path: Path) -> None:
