@@ -44,6 +44,16 @@ class AnswerBuilder:
     def start(self) -> dict[str, Any]:
         return self.chunk({"role": "assistant", "content": ""})
 
+    def accepted(self) -> dict[str, Any]:
+        """The first thing a streamed answer says, as soon as the video is accepted and the question admitted: a
+        line of reasoning, so a client shows progress at once instead of waiting for round 1's first token."""
+        rounds = f"{self.req.iterations} round{'s' if self.req.iterations != 1 else ''}"
+        if isinstance(self.asset, LinkedVideo):
+            return self.chunk({"reasoning_content": f"Watching the video at {self.asset.page_url}.\n"})
+        facts = self.asset.facts
+        return self.chunk({"reasoning_content": f"Watching the video ({facts.duration_s:.1f} s, "
+                                                f"{facts.width}x{facts.height}) in {rounds}.\n"})
+
     def on_event(self, event: MergedEvent) -> list[dict[str, Any]]:
         if isinstance(event, RoundStarted):
             return self._started(event)

@@ -55,15 +55,22 @@ class _Job:
     """One answer's chunk stream; ``committed`` turns true once a model has produced something."""
 
     def __init__(self, merger: Merger, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
-                 include_usage: bool) -> None:
+                 include_usage: bool, streamed: bool) -> None:
         self.merger, self.admission, self.library, self.builder = merger, admission, library, builder
         self.include_usage = include_usage
+        self.streamed = streamed
         self.committed = False
 
     async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
         builder = self.builder
         async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
             yield builder.start()
+            if self.streamed:
+                # Video accepted, frames planned, question admitted: what is left can only fail on the model
+                # servers' side, and that travels as an error event. Say so at once (the first byte in well under
+                # a second on a cached video) rather than holding the headers through frames and prefill.
+                self.committed = True
+                yield builder.accepted()
             async with aclosing(self.merger.run(builder.asset, builder.req)) as events:
                 async for event in events:
                     if isinstance(event, Replying | Piece | RoundFinished | GeminiText | GeminiFinished):
@@ -94,7 +101,7 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage)
+    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, body.stream)
     if not body.stream:
         try:
             collected = await _unless_client_leaves(request, _collect(job.chunks()))
@@ -105,7 +112,7 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
         return JSONResponse(merge(collected, builder))
     pump = ChunkPump(job.chunks())
     try:
-        # Hold the headers back until a model has produced something: until then, errors are JSON errors.
+        # Hold the headers back until the question is admitted: until then, errors (429 included) are JSON errors.
         head: list[dict[str, Any]] = []
         while (chunk := await pump.next()) is not None:
             head.append(chunk)
