@@ -1,0 +1,415 @@
+"""On the GPU machine (device.sh starts it): the project's gateway end to end vs the same requests sent straight to
+vLLM, through the openai SDK. Needs vLLM on VLLM_URL, the gateway started by gw_launch.py (GW_URL, capture hook on
+BENCH_CAPTURE_DIR) and the clips on a loopback HTTP server (VIDEO_BASE). Writes $OUT/bench_gateway.json after every
+step; a step that would run past BENCH_DEADLINE (epoch seconds) is skipped, the most important ones come first.
+
+Direct requests replay the exact bodies the gateway sent (same frames, size, prompt and sampling), streamed with
+usage at the end, as the gateway calls vLLM. Arguments: step names to run only those (plus the ones they need)."""
+
+import glob
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import traceback
+import urllib.request
+
+from openai import OpenAI
+
+GW = os.environ.get("GW_URL", "http://127.0.0.1:8000")
+VL = os.environ.get("VLLM_URL", "http://127.0.0.1:8001")
+BASE = os.environ.get("VIDEO_BASE", "http://127.0.0.1:8090")
+VIDEO = f"{BASE}/clip1080.mp4"
+CAP = os.environ["BENCH_CAPTURE_DIR"]
+MODEL = os.environ.get("BENCH_MODEL", "videochat-r1.5")
+ADAPTER = "adapter-r16"
+ADMIN_KEY = os.environ.get("VCHAT_ADMIN_KEY", "bench-admin")
+MAXTOK = int(os.environ.get("BENCH_MAX_TOKENS", "256"))
+DEADLINE = float(os.environ.get("BENCH_DEADLINE", time.time() + 3600))
+OUT = os.path.join(os.environ.get("OUT", "."), "bench_gateway.json")
+Q = (
+    "What moves across the test pattern, and when does it move?\n"
+    "A. a coloured bar\nB. a white circle\nC. a frame counter\nD. nothing moves"
+)
+
+gw = OpenAI(base_url=f"{GW}/v1", api_key="unused", timeout=900, max_retries=0)
+vl = OpenAI(base_url=f"{VL}/v1", api_key="unused", timeout=900, max_retries=0)
+res: dict = {"config": {"max_tokens_per_round": MAXTOK, "video": "60 s 1920x1080 30 fps H.264 + AAC", "model": MODEL}}
+CAPTURED: dict = {}
+
+
+def save() -> None:
+    with open(OUT, "w") as f:
+        json.dump(res, f, indent=1)
+
+
+def log(*a) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
+
+
+def p50(xs):
+    return round(statistics.median(xs), 3) if xs else None
+
+
+def vchat(iters: int, frames: int | None) -> dict:
+    knobs: dict = {"iterations": iters}
+    if frames:
+        knobs["max_frames"] = frames
+    return {"vchat": knobs}
+
+
+def ask(iters: int, *, frames: int | None = None, model: str = MODEL, question: str = Q, video: str = VIDEO) -> dict:
+    """One non-streamed question through the gateway: wall time and the perception record."""
+    t = time.perf_counter()
+    r = gw.chat.completions.create(
+        model=model,
+        temperature=0,
+        max_tokens=MAXTOK,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "video_url", "video_url": {"url": video}}, {"type": "text", "text": question}],
+            }
+        ],
+        extra_body=vchat(iters, frames),
+    )
+    wall = time.perf_counter() - t
+    p = (r.model_extra or {}).get("perception") or {}
+    rounds = [
+        {
+            k: x.get(k)
+            for k in (
+                "round",
+                "frames",
+                "frame_size",
+                "visual_tokens",
+                "sample_fps",
+                "seconds",
+                "usage",
+                "finish_reason",
+            )
+        }
+        for x in p.get("rounds", [])
+    ]
+    return {
+        "wall_s": round(wall, 3),
+        "rounds": rounds,
+        "round_s_sum": round(sum(x["seconds"] or 0 for x in rounds), 3),
+        "usage": r.usage.model_dump() if r.usage else None,
+        "warnings": p.get("warnings"),
+    }
+
+
+def ask_stream(iters: int) -> dict:
+    """One streamed question: time to the first byte, the first reasoning text and the first answer text."""
+    t = time.perf_counter()
+    first_any = first_reasoning = first_content = None
+    first_text = None
+    stream = gw.chat.completions.create(
+        model=MODEL,
+        temperature=0,
+        max_tokens=MAXTOK,
+        stream=True,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "video_url", "video_url": {"url": VIDEO}}, {"type": "text", "text": Q}],
+            }
+        ],
+        extra_body=vchat(iters, None),
+    )
+    for chunk in stream:
+        now = time.perf_counter() - t
+        first_any = first_any if first_any is not None else now
+        for c in chunk.choices:
+            reasoning = (c.delta.model_extra or {}).get("reasoning_content")
+            if reasoning and first_reasoning is None:
+                first_reasoning, first_text = now, reasoning[:120]
+            if c.delta.content and first_content is None:
+                first_content = now
+    return {
+        "first_chunk_s": round(first_any or 0, 3),
+        "first_reasoning_s": round(first_reasoning or 0, 3),
+        "first_reasoning_text": first_text,
+        "first_content_s": round(first_content or 0, 3),
+        "wall_s": round(time.perf_counter() - t, 3),
+    }
+
+
+def capture(fn):
+    """Run fn with the gateway's capture hook on; return its result and the vLLM calls it made, in order."""
+    for f in glob.glob(os.path.join(CAP, "*.json")):
+        os.remove(f)
+    open(os.path.join(CAP, "on"), "w").close()
+    try:
+        out = fn()
+    finally:
+        os.remove(os.path.join(CAP, "on"))
+    calls = []
+    for f in sorted(glob.glob(os.path.join(CAP, "*.json"))):
+        with open(f) as fh:
+            calls.append(json.load(fh))
+    return out, calls
+
+
+def direct(params: dict, model: str | None = None) -> dict:
+    """Replay one captured round straight to vLLM, as the gateway calls it (streamed, usage at the end)."""
+    p = dict(params)
+    if model:
+        p["model"] = model
+    p.pop("extra_headers", None)
+    p.pop("stream", None)
+    t = time.perf_counter()
+    usage = first = None
+    for chunk in vl.chat.completions.create(**p, stream=True):
+        if (
+            first is None
+            and chunk.choices
+            and (chunk.choices[0].delta.content or (chunk.choices[0].delta.model_extra or {}).get("reasoning_content"))
+        ):
+            first = time.perf_counter() - t
+        if chunk.usage is not None:
+            usage = chunk.usage
+    return {
+        "wall_s": round(time.perf_counter() - t, 3),
+        "ttft_s": round(first, 3) if first else None,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+    }
+
+
+def direct_seq(rounds: list[dict], model: str | None = None) -> dict:
+    t = time.perf_counter()
+    per = [direct(r, model) for r in rounds]
+    return {"wall_s": round(time.perf_counter() - t, 3), "rounds": per}
+
+
+def concurrent(n: int, fn) -> dict:
+    out, errs = [None] * n, []
+
+    def work(i):
+        try:
+            t = time.perf_counter()
+            fn(i)
+            out[i] = time.perf_counter() - t
+        except Exception as e:
+            errs.append(repr(e)[:300])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    lat = [x for x in out if x is not None]
+    return {
+        "n": n,
+        "wall_s": round(wall, 3),
+        "answers_per_s": round(len(lat) / wall, 3),
+        "p50_latency_s": p50(lat),
+        "max_latency_s": round(max(lat), 3) if lat else None,
+        "errors": errs[:3],
+        "n_errors": len(errs),
+    }
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def s_warmup():
+    """vLLM's first multimodal requests pay one-time costs (compilation for new shapes): pay them with the
+    gateway's own requests for the clip, untimed, at each frame count measured later."""
+    for frames in (None, 16, 64, 128):
+        ask(1, frames=frames, video=f"{BASE}/cold4.mp4")
+    ask(3, video=f"{BASE}/cold4.mp4")
+
+
+def s_models():
+    res["gateway_models"] = [m.id for m in gw.models.list().data]
+    with urllib.request.urlopen(f"{GW}/ready", timeout=30) as r:
+        res["gateway_ready"] = r.status
+
+
+def s_cold():
+    runs = [ask(3, video=f"{BASE}/cold{i}.mp4") for i in (1, 2, 3)]
+    res["cold_3r"] = {
+        "p50_s": p50([r["wall_s"] for r in runs]),
+        "runs": runs,
+        "outside_rounds_s": p50([r["wall_s"] - r["round_s_sum"] for r in runs]),
+    }
+    log("cold", [r["wall_s"] for r in runs], runs[0]["rounds"][:1])
+
+
+def s_warm():
+    runs = [ask(3, video=f"{BASE}/cold1.mp4") for _ in range(3)]
+    res["warm_3r"] = {
+        "p50_s": p50([r["wall_s"] for r in runs]),
+        "runs": runs,
+        "outside_rounds_s": p50([r["wall_s"] - r["round_s_sum"] for r in runs]),
+    }
+    res.setdefault("ratios", {})["cold_over_warm_3r"] = ratio(res["cold_3r"]["p50_s"], res["warm_3r"]["p50_s"])
+    log("warm", [r["wall_s"] for r in runs], res["ratios"])
+
+
+def s_capture():
+    ask(1)  # the clip itself, so that what is captured below is a warm request
+    _, CAPTURED["r3"] = capture(lambda: ask(3))
+    body = CAPTURED["r3"][0]
+    url = body["messages"][0]["content"][0]["video_url"]["url"]
+    res["captured"] = {
+        "calls": len(CAPTURED["r3"]),
+        "data_url_bytes": len(url),
+        "frames_in_data_url": url.count(",") + 1 if url.startswith("data:") else None,
+        "video_url_head": url[:80],
+        "extra_body": body.get("extra_body"),
+        "sampling": {k: body.get(k) for k in ("max_tokens", "max_completion_tokens", "temperature")},
+    }
+    log("captured", {k: v for k, v in res["captured"].items() if k != "extra_body"})
+
+
+def s_loop3():
+    g = [ask(3) for _ in range(3)]
+    d = [direct_seq(CAPTURED["r3"]) for _ in range(3)]
+    res["loop_3r"] = {
+        "gateway_p50_s": p50([x["wall_s"] for x in g]),
+        "direct_p50_s": p50([x["wall_s"] for x in d]),
+        "gateway_runs": g,
+        "direct_runs": d,
+    }
+    res.setdefault("ratios", {})["loop_3r_gateway_over_direct"] = ratio(
+        res["loop_3r"]["gateway_p50_s"], res["loop_3r"]["direct_p50_s"]
+    )
+    log("loop3", res["ratios"])
+
+
+def s_frames():
+    sizes: dict = {}
+    for n in (16, 64, 128):
+        _, calls = capture(lambda n=n: ask(1, frames=n))
+        g = [ask(1, frames=n) for _ in range(4)]
+        d = [direct(calls[0]) for _ in range(4)]
+        res[f"round_{n}f"] = {
+            "gateway_p50_s": p50([x["wall_s"] for x in g]),
+            "direct_p50_s": p50([x["wall_s"] for x in d]),
+            "frames_sent": g[0]["rounds"][0]["frames"],
+            "frame_size": g[0]["rounds"][0]["frame_size"],
+            "visual_tokens": g[0]["rounds"][0]["visual_tokens"],
+            "usage": g[0]["usage"],
+            "direct_ttft_p50_s": p50([x["ttft_s"] for x in d if x["ttft_s"]]),
+            "gateway_runs": [x["wall_s"] for x in g],
+            "direct_runs": [x["wall_s"] for x in d],
+        }
+        res.setdefault("ratios", {})[f"round_{n}f_gateway_over_direct"] = ratio(
+            res[f"round_{n}f"]["gateway_p50_s"], res[f"round_{n}f"]["direct_p50_s"]
+        )
+        sizes[str(n)] = res[f"round_{n}f"]["frame_size"]
+        os.makedirs("/tmp/up", exist_ok=True)
+        with open("/tmp/up/frame_sizes.json", "w") as f:
+            json.dump(sizes, f)
+        log(f"round {n}f", res[f"round_{n}f"]["gateway_p50_s"], res[f"round_{n}f"]["direct_p50_s"])
+
+
+def s_first_byte():
+    runs = [ask_stream(3) for _ in range(3)]
+    res["stream_3r"] = {
+        "first_chunk_p50_s": p50([r["first_chunk_s"] for r in runs]),
+        "first_reasoning_p50_s": p50([r["first_reasoning_s"] for r in runs]),
+        "first_content_p50_s": p50([r["first_content_s"] for r in runs]),
+        "runs": runs,
+    }
+    log("stream", res["stream_3r"])
+
+
+def s_lora():
+    body = json.dumps({"path": "/tmp/up/lora-r16", "name": ADAPTER}).encode()
+    req = urllib.request.Request(
+        f"{GW}/admin/adapters", body, {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=300) as r:
+        card = json.load(r)
+    res["lora_hot_load"] = {
+        "seconds": round(time.perf_counter() - t, 3),
+        "status": 201,
+        "rank": card.get("rank"),
+        "listed": ADAPTER in [m.id for m in gw.models.list().data],
+    }
+    ask(1, model=ADAPTER)
+    _, calls = capture(lambda: ask(1, model=ADAPTER))
+    g = [ask(1, model=ADAPTER) for _ in range(3)]
+    d = [direct(calls[0]) for _ in range(3)]
+    base = [direct(calls[0], model=MODEL) for _ in range(3)]
+    res["lora_1r"] = {
+        "gateway_p50_s": p50([x["wall_s"] for x in g]),
+        "direct_p50_s": p50([x["wall_s"] for x in d]),
+        "direct_base_model_p50_s": p50([x["wall_s"] for x in base]),
+    }
+    r = res.setdefault("ratios", {})
+    r["lora_1r_gateway_over_direct"] = ratio(res["lora_1r"]["gateway_p50_s"], res["lora_1r"]["direct_p50_s"])
+    r["lora_over_base_direct"] = ratio(res["lora_1r"]["direct_p50_s"], res["lora_1r"]["direct_base_model_p50_s"])
+    log("lora", res["lora_hot_load"], res["lora_1r"])
+
+
+def s_conc(n: int, iters: int):
+    rounds = CAPTURED["r3"][:iters]
+    g = concurrent(n, lambda i: ask(iters, question=f"{Q}\n(user {i})"))
+    d = concurrent(n, lambda i: direct_seq(rounds))
+    res[f"conc{n}_{iters}r"] = {"gateway": g, "direct": d}
+    res.setdefault("ratios", {})[f"conc{n}_{iters}r_throughput_gateway_over_direct"] = ratio(
+        g["answers_per_s"], d["answers_per_s"]
+    )
+    log(f"conc{n} {iters}r gateway", g, "direct", d)
+
+
+def s_metrics():
+    with urllib.request.urlopen(f"{GW}/metrics", timeout=30) as r:
+        txt = r.read().decode()
+    res["gateway_metrics_sample"] = [
+        line for line in txt.splitlines() if line.startswith(("vchat_answers", "vchat_jobs", "vchat_admission"))
+    ][:40]
+
+
+STEPS = [
+    ("models", 5, s_models),
+    ("warmup", 40, s_warmup),
+    ("cold", 40, s_cold),
+    ("warm", 25, s_warm),
+    ("capture", 15, s_capture),
+    ("loop3", 40, s_loop3),
+    ("first_byte", 20, s_first_byte),
+    ("frames", 70, s_frames),
+    ("conc32_3r", 60, lambda: s_conc(32, 3)),
+    ("lora", 40, s_lora),
+    ("conc8_3r", 30, lambda: s_conc(8, 3)),
+    ("metrics", 2, s_metrics),
+]
+NEEDED = {"models", "capture"}
+
+if __name__ == "__main__":
+    only = set(sys.argv[1:])
+    if os.path.exists(OUT) and only:
+        with open(OUT) as f:
+            res.update(json.load(f))
+    for name, need, fn in STEPS:
+        if only and name not in only and name not in NEEDED:
+            continue
+        if DEADLINE - time.time() < need:
+            log(f"skip {name}: {DEADLINE - time.time():.0f} s left, needs ~{need} s")
+            res.setdefault("skipped", []).append(name)
+            save()
+            continue
+        log(f"step {name}")
+        t = time.time()
+        try:
+            fn()
+        except Exception as e:
+            traceback.print_exc()
+            res.setdefault("errors", {})[name] = repr(e)[:1500]
+        res.setdefault("step_seconds", {})[name] = round(time.time() - t, 1)
+        save()
+    print(json.dumps(res.get("ratios", {}), indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k in ("errors", "skipped", "step_seconds")}, indent=1))
