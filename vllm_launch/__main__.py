@@ -1,17 +1,19 @@
-"""``python -m vllm_launch``: print vLLM's arguments (``--print-args``) or start it and wait for health."""
+"""``python -m vllm_launch``: print vLLM's arguments (``--print-args``) or run vLLM, restarted when it dies, until
+SIGINT/SIGTERM/SIGHUP stop it and its whole process group."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import time
 
 from pydantic import ValidationError
 
 from vllm_launch.server import LaunchError
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for
+from vllm_launch.supervise import RestartPolicy, StopFlag, Supervisor, interrupt_on_stop_signals
 
 
 def main() -> None:
@@ -25,21 +27,29 @@ def main() -> None:
         from gateway.cli import settings_error_line
 
         sys.exit(f"vllm_launch: {settings_error_line(exc, LaunchSettings)}")
+    interrupt_on_stop_signals()  # while installing: nothing of ours runs yet, so plain KeyboardInterrupt will do
     try:
         launch = prepare(settings, install=not (options.no_install or options.print_args))
         if options.print_args:
             sys.stdout.write(json.dumps({"args": launch.command.args, "env": launch.command.env}, indent=2) + "\n")
             return
         server = server_for(launch, settings, ROOT / "var" / "log" / "vllm.log")
-        with server:
-            waited = server.wait_healthy(settings.vllm_startup_timeout_s)
-            sys.stderr.write(f"vLLM healthy at {server.base_url} after {waited:.0f} s (log: {server.log_path})\n")
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(1)
+        stop = StopFlag().install()
+        supervisor = Supervisor(server, RestartPolicy.from_settings(settings), stop, say=_say,
+                                startup_timeout_s=settings.vllm_startup_timeout_s, grace_s=settings.vllm_stop_grace_s)
+        supervisor.run(on_healthy=lambda start, waited: _say(
+            f"vLLM {'healthy' if start == 1 else 'back'} at {server.base_url} after {waited:.0f} s"))
     except LaunchError as exc:
         sys.exit(f"vllm_launch: {exc}")
     except KeyboardInterrupt:
-        pass
+        sys.exit("vllm_launch: interrupted")
+    if stop.signum is not None:
+        _say(f"stopped ({signal.Signals(stop.signum).name})")
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"vllm_launch: {message}\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
-"""``make dev``: install what is missing, start vLLM and the gateway, print the URL; Ctrl-C stops both."""
+"""``make dev``: install what is missing, start vLLM and the gateway, print the URL; vLLM is restarted when it dies
+(the gateway answers 503 meanwhile); Ctrl-C, SIGTERM or SIGHUP stop both, with every process they started."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from types import FrameType
 
 from pydantic import ValidationError
 
 from gateway.cli import settings_error_line
 from gateway.settings import Settings
-from vllm_launch.server import LaunchError, VllmServer, log_tail
+from vllm_launch.server import LaunchError, VllmServer, log_tail, stop_group
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for
+from vllm_launch.supervise import RestartPolicy, StopFlag, Supervisor, interrupt_on_stop_signals
 
 LOG_DIR = ROOT / "var" / "log"
 
@@ -46,55 +45,46 @@ def _start_gateway(log_path: Path) -> subprocess.Popen[bytes]:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     launch_settings, settings = _load()
-    # Explicitly, because a shell that starts us in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt_on_stop_signals()  # while installing: nothing of ours runs yet, so plain KeyboardInterrupt will do
     gateway: subprocess.Popen[bytes] | None = None
     vllm: VllmServer | None = None
     try:
         launch = prepare(launch_settings)
         _say(f"model: {launch.model} on {launch.device}")
         vllm = server_for(launch, launch_settings, LOG_DIR / "vllm.log")
-        vllm.start()
+        stop = StopFlag().install()
+        supervisor = Supervisor(vllm, RestartPolicy.from_settings(launch_settings), stop, say=_say,
+                                startup_timeout_s=launch_settings.vllm_startup_timeout_s,
+                                grace_s=launch_settings.vllm_stop_grace_s)
         gateway = _start_gateway(LOG_DIR / "gateway.log")
         _say(f"gateway: http://{settings.host}:{settings.port}  (logs in {LOG_DIR})")
         _say(f"vLLM loading at {vllm.base_url}; /ready turns 200 when it is up …")
-        waited = vllm.wait_healthy(launch_settings.vllm_startup_timeout_s)
-        _say(f"vLLM ready after {waited:.0f} s. Try: curl http://{settings.host}:{settings.port}/v1/models")
-        _say("Ctrl-C stops both.")
-        while True:
-            if gateway.poll() is not None:
-                raise LaunchError(f"the gateway exited ({gateway.returncode}):\n"
-                                  f"{log_tail(LOG_DIR / 'gateway.log')}")
-            if vllm.process is None or vllm.process.poll() is not None:
-                raise LaunchError(f"vLLM exited:\n{log_tail(vllm.log_path)}")
-            time.sleep(1)
+
+        def on_healthy(start: int, waited: float) -> None:
+            if start == 1:
+                _say(f"vLLM ready after {waited:.0f} s. Try: curl http://{settings.host}:{settings.port}/v1/models")
+                _say("Ctrl-C stops both.")
+            else:
+                _say(f"vLLM back after {waited:.0f} s; the gateway serves again.")
+
+        def gateway_alive() -> None:
+            if gateway is not None and gateway.poll() is not None:
+                raise LaunchError(f"the gateway exited ({gateway.returncode}):\n{log_tail(LOG_DIR / 'gateway.log')}")
+
+        supervisor.run(on_healthy=on_healthy, check=gateway_alive)
+        _say("stopping …")
     except LaunchError as exc:
         _say(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         _say("stopping …")
     finally:
-        _stop(gateway)
+        if gateway is not None:
+            stop_group(gateway, launch_settings.vllm_stop_grace_s)
         if vllm is not None:
-            vllm.stop()
+            vllm.stop(launch_settings.vllm_stop_grace_s)
 
 
 if __name__ == "__main__":

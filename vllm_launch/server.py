@@ -70,35 +70,28 @@ class VllmServer:
             if code is not None:
                 raise LaunchError(f"vLLM exited with code {code} before it was healthy. Last lines of "
                                   f"{self.log_path}:\n{log_tail(self.log_path)}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return time.monotonic() - started
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.healthy():
+                return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
                 self.stop()
                 raise LaunchError(f"vLLM was not healthy after {timeout_s:g} s. Last lines of "
                                   f"{self.log_path}:\n{log_tail(self.log_path)}")
             time.sleep(poll_s)
 
+    def healthy(self, timeout_s: float = 2.0) -> bool:
+        """Whether ``/health`` answers 200 right now."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=timeout_s) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace_s``."""
+        """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace_s``. Also what to call after
+        vLLM's main process died: its children (the engine core) may still be running, holding memory and the port."""
         if self.process is None:
             return
-        pgid = self.process.pid  # start_new_session makes the child its group's leader
-        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(pgid):
-                self.process.poll()
-                time.sleep(0.1)
-            if not _group_alive(pgid):
-                break
-        self.process.wait(timeout=5)
+        stop_group(self.process, grace_s)
         self.process = None
 
     def __enter__(self) -> VllmServer:
@@ -107,6 +100,24 @@ class VllmServer:
 
     def __exit__(self, *exc: object | TracebackType) -> None:
         self.stop()
+
+
+def stop_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the process group ``process`` leads (started with ``start_new_session``), SIGKILL what is left after
+    ``grace_s``, and reap ``process``; return once no member of the group is alive."""
+    pgid = process.pid  # start_new_session makes the child its group's leader
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and _group_alive(pgid):
+            process.poll()
+            time.sleep(0.1)
+        if not _group_alive(pgid):
+            break
+    process.wait(timeout=5)
 
 
 def _group_alive(pgid: int) -> bool:

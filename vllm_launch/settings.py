@@ -60,6 +60,21 @@ class LaunchSettings(BaseSettings):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM `--gpu-memory-utilization`.")
     vllm_startup_timeout_s: float = Field(900.0, gt=0, description="Deadline for vLLM's /health to answer 200.")
     vllm_extra_args: list[str] = Field(default_factory=list, description="Extra vLLM arguments (JSON list).")
+    vllm_restart_max_failures: int = Field(
+        5, ge=0, description="`make dev` / `python -m vllm_launch`: give up after this many fast vLLM failures in a "
+        "row (0: never restart).",
+    )
+    vllm_restart_backoff_s: float = Field(2.0, gt=0, description="Wait before the first restart of a vLLM that died.")
+    vllm_restart_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between restarts (the wait doubles after each fast failure)."
+    )
+    vllm_restart_reset_s: float = Field(
+        300.0, gt=0, description="A vLLM healthy for this long before it dies was not a fast failure: the count and "
+        "the wait start over.",
+    )
+    vllm_stop_grace_s: float = Field(
+        15.0, gt=0, description="On stop, SIGTERM to vLLM's process group; SIGKILL to what is left after this long."
+    )
 
     @field_validator("model")
     @classmethod

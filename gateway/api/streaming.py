@@ -10,13 +10,24 @@ from typing import Any, cast
 
 import anyio
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+
+class _ClientLeft(Exception):
+    """Raised by the response's ``send`` once the client has disconnected (uvicorn's own send then does nothing)."""
 
 
 class ClosingStreamingResponse(StreamingResponse):
-    """Starlette cancels a stream when the client disconnects but leaves its async generator suspended until
-    garbage collection; closing it here (shielded from that cancellation) runs its cleanup now — which is what
-    closes the vLLM stream and makes vLLM abort the round."""
+    """A stream that stops for certain when its client leaves, and closes its body iterator right then (shielded):
+    that cleanup is what closes the vLLM stream and makes vLLM abort the round.
+
+    Starlette's own stop is not certain. It cancels the stream through an anyio cancel scope, which skips a task
+    whose awaited future is already done; a body that never waits on a pending future (chunks already queued,
+    uvicorn's ``send`` a silent no-op once the client is gone) is never cancelled, and the model generates on for
+    nobody — what happened under load. Here a watcher cancels the stream task directly (asyncio's ``cancel`` always
+    lands at the next await), and ``send`` raises once the client is gone, so even a body that never awaits stops
+    at its next chunk. A generator left suspended is otherwise only closed when garbage collected.
+    """
 
     def __init__(self, content: AsyncIterator[bytes], *, cleanup: Callable[[], Awaitable[None]] | None = None,
                  **kwargs: Any) -> None:
@@ -24,11 +35,33 @@ class ClosingStreamingResponse(StreamingResponse):
         self._cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+
+        async def send_while_connected(message: Message) -> None:
+            if gone.is_set():
+                raise _ClientLeft
+            await send(message)
+
+        stream = asyncio.ensure_future(self.stream_response(send_while_connected))
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+            stream.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await stream
+        except (_ClientLeft, asyncio.CancelledError):
+            if not gone.is_set():
+                raise  # cancelled from outside (server shutdown): pass it on
         finally:
-            close = getattr(self.body_iterator, "aclose", None)
+            watcher.cancel()
+            stream.cancel()
             with anyio.CancelScope(shield=True):
+                await asyncio.gather(stream, watcher, return_exceptions=True)
+                close = getattr(self.body_iterator, "aclose", None)
                 if close is not None:
                     await close()
                 # A body the client left before it started never runs its own cleanup: this does.
@@ -86,8 +119,12 @@ class ChunkPump:
         if keepalive_s is None:
             item = await self._queue.get()
         else:
+            # Not asyncio.wait_for: on Python 3.11 it returns the result and swallows the cancellation when the get
+            # completes as the task is cancelled — with a full queue (a client slower than the model) nearly every
+            # time, so a client that left never stopped the stream and vLLM generated on for nobody.
             try:
-                item = await asyncio.wait_for(self._queue.get(), keepalive_s)
+                async with asyncio.timeout(keepalive_s):
+                    item = await self._queue.get()
             except TimeoutError:
                 raise Silence from None
         if item is self._END:

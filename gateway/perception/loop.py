@@ -132,10 +132,13 @@ class PerceptionLoop:
             context = await final_context() if last and final_context is not None else None
             for attempt in range(2):
                 try:
-                    async for event in self._round(asset, req, number, last, spans, context):
-                        if isinstance(event, RoundFinished):
-                            spans = event.segments
-                        yield event
+                    # aclosing: when our consumer closes us at a yield, the round (and with it the vLLM stream, which
+                    # is what makes vLLM abort) must close now, not when the garbage collector gets to it.
+                    async with aclosing(self._round(asset, req, number, last, spans, context)) as events:
+                        async for event in events:
+                            if isinstance(event, RoundFinished):
+                                spans = event.segments
+                            yield event
                     break
                 except InvalidRequest as exc:
                     # vLLM names its encoder cache or context when a round does not fit: plan under it and retry.

@@ -112,8 +112,9 @@ class Merger:
             if src.local_down:
                 yield Notice(f"The local model is unavailable ({src.local_down}); Gemini answered alone.")
             try:
-                async for item in self._gemini_stream(asset, final_prompt(req, None, []), req, "content"):
-                    yield item
+                async with aclosing(self._gemini_stream(asset, final_prompt(req, None, []), req, "content")) as items:
+                    async for item in items:
+                        yield item
             except VChatError as exc:
                 if src.local_down is None:
                     raise
@@ -139,15 +140,16 @@ class Merger:
                 return None
 
         try:
-            async for event in self._local(asset, req, evidence):
-                if isinstance(event, RoundFinished) and event.last:
-                    for text in notices:
-                        yield Notice(text)
-                    if gemini.done() and not gemini.cancelled() and gemini.exception() is None:
-                        answer = gemini.result()
-                        yield GeminiText(answer.text, "evidence")
-                        yield GeminiFinished(answer, "evidence")
-                yield event
+            async with aclosing(self._local(asset, req, evidence)) as events:
+                async for event in events:
+                    if isinstance(event, RoundFinished) and event.last:
+                        for text in notices:
+                            yield Notice(text)
+                        if gemini.done() and not gemini.cancelled() and gemini.exception() is None:
+                            answer = gemini.result()
+                            yield GeminiText(answer.text, "evidence")
+                            yield GeminiFinished(answer, "evidence")
+                    yield event
         except _LocalFailed as failed:
             yield Notice(f"The local model failed ({failed.reason}); Gemini answered alone.")
             answer = await self._or_both_down(gemini, failed.reason)
@@ -161,19 +163,21 @@ class Merger:
         segments: list[tuple[float, float]] = []
         failure: str | None = None
         try:
-            async for event in self._local(asset, req, None):
-                if isinstance(event, RoundFinished):
-                    segments = list(event.segments) or segments
-                    last = event if event.last else last
-                if isinstance(event, Piece) and event.channel == "content" and event.round == req.iterations:
-                    event = Piece(event.round, "reasoning", event.text)  # the local answer informs Gemini's
-                yield event
+            async with aclosing(self._local(asset, req, None)) as events:
+                async for event in events:
+                    if isinstance(event, RoundFinished):
+                        segments = list(event.segments) or segments
+                        last = event if event.last else last
+                    if isinstance(event, Piece) and event.channel == "content" and event.round == req.iterations:
+                        event = Piece(event.round, "reasoning", event.text)  # the local answer informs Gemini's
+                    yield event
         except _LocalFailed as failed:
             failure = failed.reason
             yield Notice(f"The local model failed ({failure}); Gemini answered alone.")
         try:
-            async for item in self._gemini_stream(asset, final_prompt(req, last, segments), req, "content"):
-                yield item
+            async with aclosing(self._gemini_stream(asset, final_prompt(req, last, segments), req, "content")) as items:
+                async for item in items:
+                    yield item
         except VChatError as exc:
             if last is None:
                 raise _both_down(failure or "no answer", exc) from exc
@@ -185,8 +189,9 @@ class Merger:
         failure: str | None = None
         try:
             yield Section(LOCAL_LABEL)
-            async for event in self._local(asset, req, None):
-                yield event
+            async with aclosing(self._local(asset, req, None)) as events:
+                async for event in events:
+                    yield event
         except _LocalFailed as failed:
             failure = failed.reason
             yield Notice(f"The local model failed ({failure}).")

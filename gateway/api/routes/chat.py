@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import cast
 
 from fastapi import APIRouter, Request
@@ -84,9 +85,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     async def events() -> AsyncIterator[bytes]:
         extras: dict[str, object] = {"warnings": warnings} if warnings else {}
         try:
-            async for chunk in chunks:
-                yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model, **extras})
-                extras = {}  # on the first chunk only
+            async with aclosing(chunks):  # closed with us, so vLLM aborts at once when the client leaves
+                async for chunk in chunks:
+                    yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model, **extras})
+                    extras = {}  # on the first chunk only
         except VChatError as exc:
             # Headers are gone already: the error travels as an event, then the stream ends normally.
             logger.warning("stream failed: %s", exc.message)
