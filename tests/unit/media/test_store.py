@@ -137,16 +137,18 @@ def test_write_json_atomic_leaves_the_old_file_on_failure(tmp_path: Path) -> Non
 
 async def test_single_flight_runs_concurrent_work_once(store: MediaStore) -> None:
     runs = 0
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> str:
         nonlocal runs
         runs += 1
+        started.set()
         await gate.wait()
         return f"result {runs}"
 
+    # The flight task is scheduled after every caller: once the work has started, all five have joined it.
     callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    await started.wait()
     gate.set()
     assert await asyncio.gather(*callers) == ["result 1"] * 5
     assert runs == 1
@@ -156,31 +158,33 @@ async def test_single_flight_runs_concurrent_work_once(store: MediaStore) -> Non
 
 
 async def test_single_flight_shares_the_error(store: MediaStore) -> None:
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> None:
+        started.set()
         await gate.wait()
         raise ValueError("broken video")
 
     callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await started.wait()
     gate.set()
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert [str(r) for r in results] == ["broken video"] * 3
 
 
 async def test_a_caller_leaving_does_not_cancel_the_work(store: MediaStore) -> None:
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> str:
+        started.set()
         await gate.wait()
         return "done"
 
     leaving = asyncio.ensure_future(store.single_flight("k", work))
     staying = asyncio.ensure_future(store.single_flight("k", work))
-    await asyncio.sleep(0.01)
+    await started.wait()
     leaving.cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.wait([leaving])  # gone for good before the work may finish
     gate.set()
     assert await staying == "done"
     assert leaving.cancelled()
