@@ -20,14 +20,16 @@ from typing import Literal
 import httpx2
 
 from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
-from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
+from gateway.media.fetch import FetchLimits, fetch_to_file
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.framecache import FrameCache, Frames
-from gateway.media.guard import HostPolicy, check_url, guarded_async_client
+from gateway.media.guard import HostPolicy, check_url
 from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
+from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
+from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
