@@ -14,7 +14,7 @@ from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
-from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client
+from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client, scrubbed_transport_logs
 from gateway.backends.vllm import VllmBackend
 from gateway.media.library import VideoLibrary, open_library
 from gateway.metrics import Metrics
@@ -63,6 +63,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
             gemini = None
             if settings.gemini_api_key is not None:
                 config = gemini_config(settings)
+                stack.enter_context(scrubbed_transport_logs(config.api_key.get_secret_value()))
                 gemini_http = await stack.enter_async_context(httpx2.AsyncClient(trust_env=False))
                 client = make_client(config, gemini_http)
                 stack.callback(client.close)

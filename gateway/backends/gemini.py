@@ -179,21 +179,33 @@ class KeyScrubber(logging.Filter):
         return True
 
 
+@contextlib.contextmanager
+def scrubbed_transport_logs(key: str) -> Iterator[None]:
+    """While the app runs, the key is scrubbed from the records of httpx2 (it logs every URL) and httpcore2 (it logs
+    response headers at DEBUG). Those loggers are process-wide, so the lifespan that owns the key adds the filters
+    and takes them off again: a client factory leaves logging alone, and apps built one after another (tests,
+    benchmarks) do not pile filters up."""
+    scrubber = KeyScrubber(key)
+    loggers = [logging.getLogger(name) for name in _TRANSPORT_LOGGERS]
+    for log in loggers:
+        log.addFilter(scrubber)
+    try:
+        yield
+    finally:
+        for log in loggers:
+            log.removeFilter(scrubber)
+
+
 def make_client(config: GeminiConfig, http: httpx2.AsyncClient) -> genai.Client:
     """The SDK client the app's lifespan creates, on the lifespan's own httpx2 client (which pins the SDK to httpx2;
     the lifespan closes ``http``, and ``client.close()`` the SDK's unused sync client).
 
-    The API version is pinned to v1beta, where Google documents the Files API and ``videoMetadata``. The key is
-    scrubbed from the records of httpx2 (it logs every URL) and httpcore2 (it logs response headers at DEBUG).
+    The API version is pinned to v1beta, where Google documents the Files API and ``videoMetadata``. Keeping the key
+    out of transport logs is ``scrubbed_transport_logs``'s job, entered by the same lifespan.
     """
-    key = config.api_key.get_secret_value()
-    for name in _TRANSPORT_LOGGERS:
-        transport_log = logging.getLogger(name)
-        if not any(isinstance(known, KeyScrubber) and known.key == key for known in transport_log.filters):
-            transport_log.addFilter(KeyScrubber(key))
     options = types.HttpOptions(base_url=config.base_url, api_version="v1beta", httpx_async_client=http,
                                 timeout=math.ceil(config.timeout_s * 1000))
-    return genai.Client(api_key=key, http_options=options)
+    return genai.Client(api_key=config.api_key.get_secret_value(), http_options=options)
 
 
 class GeminiBackend:

@@ -11,6 +11,7 @@ import anyio
 import httpx2
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 
 from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
 
@@ -118,6 +119,8 @@ class VllmBackend:
             async with self._translate_errors("stream the chat", client_input=True, sent=params):
                 try:
                     async for chunk in stream:
+                        if not _well_formed(chunk):
+                            raise ValueError("a chunk without choices and deltas")
                         yield chunk
                 finally:
                     # Closing the response is what makes vLLM abort the request when our client went away. On a
@@ -145,6 +148,9 @@ class VllmBackend:
                 raise _refusal(_message_of(exc), exc.body, sent or {}) from exc
             # Any other 4xx from vLLM on a request the gateway built is the gateway's fault, not the client's.
             raise VChatError(f"vLLM refused to {what} (HTTP {exc.status_code}).") from exc
+        except ValueError as exc:
+            # The SDK builds chunks without validating them: a chunk that is not JSON or not a chunk lands here.
+            raise BackendUnavailable(f"vLLM sent a malformed answer ({what}).", retry_after=RETRY_AFTER_S) from exc
         except openai.APIError as exc:
             # An error event inside a stream that had already started (vLLM validates multimodal input late).
             code = exc.body.get("code") if isinstance(exc.body, dict) else None
@@ -170,6 +176,12 @@ def _refusal(message: str, body: object, sent: Mapping[str, object]) -> InvalidR
         param = next((name for name in _FIELDS if name in sent and name in lowered), "messages")
     code = "context_length_exceeded" if any(w in lowered for w in _CONTEXT_WORDS) else "rejected_by_model_server"
     return InvalidRequest(f"vLLM refused the request: {message}", param=param, code=code)
+
+
+def _well_formed(chunk: ChatCompletionChunk) -> bool:
+    choices: object = chunk.choices
+    return isinstance(choices, list) and all(
+        isinstance(choice, Choice) and isinstance(choice.delta, ChoiceDelta) for choice in choices)
 
 
 def _message_of(exc: openai.APIError) -> str:

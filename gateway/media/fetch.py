@@ -17,17 +17,12 @@ import httpx2
 
 from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, VChatError
 from gateway.media.guard import HostPolicy, check_url
+from gateway.media.redirects import loggable_url, send_following
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
-
-
-def redirect_limit_reached(url: str, limit: int) -> MediaFetchFailed:
-    """The error for a redirect chain longer than ``VCHAT_MEDIA_MAX_REDIRECTS`` (direct files and pages alike)."""
-    return MediaFetchFailed(f"{url} redirected more than {limit} times: the redirect limit was reached "
-                            f"(VCHAT_MEDIA_MAX_REDIRECTS={limit})", code="too_many_redirects")
 
 
 @dataclass(frozen=True)
@@ -59,23 +54,12 @@ class Fetched:
     final_url: str  # may carry tokens: never log it, log ``loggable_url(final_url)``
 
 
-def loggable_url(url: str | httpx2.URL) -> str:
-    """``scheme://host[:port]/path`` only: query strings, fragments and credentials may carry secrets."""
-    try:
-        parsed = url if isinstance(url, httpx2.URL) else httpx2.URL(url)
-    except httpx2.InvalidURL:
-        return "<invalid URL>"
-    port = f":{parsed.port}" if parsed.port is not None else ""
-    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
-    return f"{parsed.scheme}://{host}{port}{parsed.path}" if parsed.scheme else "<relative URL>"
-
-
 async def fetch_to_file(
     client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
 ) -> Fetched:
     """Fetch ``url`` (following up to ``limits.max_redirects`` checked redirects) into a temp file in ``dest_dir``.
 
-    ``client`` must use a guarded transport (``guard.guarded_async_client``): it checks each address at connect.
+    ``client`` must use a guarded transport (``transport.guarded_async_client``): it checks each address at connect.
     Raises UrlNotAllowed, MediaFetchFailed, MediaTimeout or MediaTooLarge; no file is left behind on any failure.
     """
     shown = loggable_url(url)
@@ -96,36 +80,18 @@ async def fetch_to_file(
 async def _follow(
     client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
 ) -> Fetched:
-    current = check_url(url, policy)
-    for _hop in range(limits.max_redirects + 1):
-        with _translated(current, limits):
-            # Videos are compressed already; identity keeps the byte cap about the bytes that land on disk.
-            request = client.build_request(
-                "GET", current, headers={"Accept-Encoding": "identity"}, timeout=limits.idle_timeout_s
-            )
-            response = await client.send(request, stream=True, follow_redirects=False)
-            try:
-                if response.has_redirect_location:
-                    current = _next_hop(current, response.headers["Location"], policy)
-                    continue
-                if not response.is_success:
-                    status = f"{response.status_code} {response.reason_phrase}".rstrip()
-                    raise MediaFetchFailed(f"{loggable_url(current)} answered HTTP {status}")
-                return await _save(response, current, dest_dir, limits)
-            finally:
-                await response.aclose()
-    raise redirect_limit_reached(loggable_url(url), limits.max_redirects)
-
-
-def _next_hop(current: httpx2.URL, location: str, policy: HostPolicy) -> httpx2.URL:
-    try:
-        target = current.join(location)
-    except httpx2.InvalidURL:
-        raise MediaFetchFailed(f"{loggable_url(current)} redirected to an invalid URL") from None
-    # Each hop gets the full URL check; its addresses are checked when the transport connects.
-    checked = check_url(target, policy)
-    logger.debug("redirect %s -> %s", loggable_url(current), loggable_url(checked))
-    return checked
+    first = check_url(url, policy)
+    # Videos are compressed already; identity keeps the byte cap about the bytes that land on disk.
+    request = client.build_request("GET", first, headers={"Accept-Encoding": "identity"}, timeout=limits.idle_timeout_s)
+    with _translated(first, limits):
+        response = await send_following(client, request, policy, limits.max_redirects)
+        try:
+            if not response.is_success:
+                status = f"{response.status_code} {response.reason_phrase}".rstrip()
+                raise MediaFetchFailed(f"{loggable_url(response.url)} answered HTTP {status}")
+            return await _save(response, response.url, dest_dir, limits)
+        finally:
+            await response.aclose()
 
 
 @contextmanager
@@ -133,10 +99,18 @@ def _translated(url: httpx2.URL, limits: FetchLimits) -> Iterator[None]:
     """Turn httpx2 errors into the gateway's media errors (the guard's UrlNotAllowed passes through)."""
     try:
         yield
-    except httpx2.TimeoutException:
-        raise MediaTimeout(f"{loggable_url(url)} sent nothing for {limits.idle_timeout_s:g} s") from None
+    except httpx2.TimeoutException as exc:
+        raise MediaTimeout(f"{loggable_url(_hop(exc, url))} sent nothing for {limits.idle_timeout_s:g} s") from None
     except httpx2.HTTPError as exc:
-        raise MediaFetchFailed(f"could not fetch {loggable_url(url)}: {exc or type(exc).__name__}") from None
+        raise MediaFetchFailed(f"could not fetch {loggable_url(_hop(exc, url))}: {exc or type(exc).__name__}") from None
+
+
+def _hop(exc: httpx2.HTTPError, first: httpx2.URL) -> httpx2.URL:
+    """The URL of the hop that failed (httpx2 attaches the request to the errors it raises)."""
+    try:
+        return exc.request.url
+    except RuntimeError:
+        return first
 
 
 @contextmanager

@@ -20,14 +20,16 @@ from typing import Literal
 import httpx2
 
 from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
-from gateway.media.fetch import FetchLimits, fetch_to_file, loggable_url
+from gateway.media.fetch import FetchLimits, fetch_to_file
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.framecache import FrameCache, Frames
-from gateway.media.guard import HostPolicy, check_url, guarded_async_client
+from gateway.media.guard import HostPolicy, check_url
 from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
+from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
+from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -125,7 +127,7 @@ class VideoLibrary:
         payload = data_url[match.end():]
         if len(payload) * 3 // 4 > self.settings.media_max_bytes:
             raise MediaTooLarge(f"The video is larger than the limit of {self.settings.media_max_bytes} bytes.")
-        with self.store.temp_dir() as work:
+        async with self.store.temp_dir() as work:
             path, digest = await asyncio.to_thread(_decode_base64_to, payload, work / "data")
             return await self.store.single_flight(
                 f"obj:{digest}", lambda: self._ingest(path, digest, "data_url", None))
@@ -139,7 +141,7 @@ class VideoLibrary:
         record = await self.files.get(file_id)
         if record is None:
             raise NotFound(f"No file with id '{file_id}'.", param="file_id", code="file_not_found")
-        stored = self.store.get(record.object_id)
+        stored = await self.store.get(record.object_id)
         if stored is None:
             raise NotFound(f"The video of file '{file_id}' is no longer cached; upload it again.",
                            param="file_id", code="file_not_found")
@@ -186,7 +188,7 @@ class VideoLibrary:
                                       timeout_s=self.settings.media_fetch_timeout_s,
                                       max_redirects=self.settings.media_max_redirects)
             media_url, page_url, is_youtube, kind = page.media_url, page.webpage_url or url, page.is_youtube, "page"
-        with self.store.temp_dir() as work:
+        async with self.store.temp_dir() as work:
             fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy)
             asset = await self.store.single_flight(
                 f"obj:{fetched.sha256}",
@@ -198,11 +200,11 @@ class VideoLibrary:
 
     async def _ingest(self, src: Path, digest: str, kind: SourceKind, source_host: str | None,
                       page_url: str | None = None, is_youtube: bool = False) -> Asset:
-        stored = self.store.get(digest)
+        stored = await self.store.get(digest)
         if stored is not None:
             return await self.load(stored, {"page_url": page_url, "is_youtube": is_youtube})
         found = await probe(src, self.probe_limits)
-        with self.store.temp_dir() as build:
+        async with self.store.temp_dir() as build:
             obj = build / digest
             await asyncio.to_thread(obj.mkdir)
             written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
@@ -210,7 +212,7 @@ class VideoLibrary:
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
             await asyncio.to_thread(write_json_atomic, obj / "facts.json", meta, build)
             stored = await asyncio.to_thread(self.store.commit, digest, obj)
-        asyncio.get_running_loop().create_task(self.store.evict())
+        self.store.schedule_eviction()
         return Asset(stored.id, stored.video, written, facts, page_url, is_youtube)
 
     async def load(self, stored: StoredObject, record: dict[str, object] | None = None) -> Asset:
@@ -253,5 +255,8 @@ async def open_library(settings: Settings) -> AsyncIterator[VideoLibrary]:
     await asyncio.to_thread(store.open)
     await asyncio.to_thread(registry.open)
     policy = HostPolicy.from_settings(settings.media_allowed_hosts)
-    async with guarded_async_client(policy) as http:
-        yield VideoLibrary(settings, store, registry, http, policy)
+    try:
+        async with guarded_async_client(policy) as http:
+            yield VideoLibrary(settings, store, registry, http, policy)
+    finally:
+        await store.aclose()  # the background eviction is the library's: it ends with it

@@ -4,13 +4,13 @@ yt-dlp runs as a library in a worker thread and downloads no media here: ``extra
 
 SSRF: every HTTP request yt-dlp makes (the page, each redirect hop, extractors' API calls, HLS/DASH manifests)
 goes through ``GuardedRH``, a yt-dlp request handler (``yt_dlp/networking/common.py: RequestHandler``) that sends
-over httpx2 with ``guard.guarded_sync_transport`` (each connect checks the resolved IP) and runs
-``guard.check_url`` on the first URL and on every redirect target before following it. ``_GuardedYoutubeDL``
-makes it the *only* handler: it overrides ``YoutubeDL._request_director`` (``yt_dlp/YoutubeDL.py``, the cached
-``RequestDirector`` behind ``YoutubeDL.urlopen``, through which all extractor traffic passes) with one built by
-the public ``build_request_director([GuardedRH])``, so yt-dlp's urllib/requests/curl_cffi/websockets handlers
-are never instantiated. The chosen media URL is checked with ``check_url`` as well; the gateway downloads it
-later with its own guarded client.
+over httpx2 with ``transport.GuardedTransport`` (each connect checks the resolved IP) and follows redirects with
+``redirects.send_following_sync`` (``guard.check_url`` on the first URL and on every hop before it is sent).
+``_GuardedYoutubeDL`` makes it the *only* handler: it overrides ``YoutubeDL._request_director``
+(``yt_dlp/YoutubeDL.py``, the cached ``RequestDirector`` behind ``YoutubeDL.urlopen``, through which all extractor
+traffic passes) with one built by the public ``build_request_director([GuardedRH])``, so yt-dlp's
+urllib/requests/curl_cffi/websockets handlers are never instantiated. The chosen media URL is checked with
+``check_url`` as well; the gateway downloads it later with its own guarded client.
 
 A refusal (guard, live stream, too long, no progressive format) is recorded on the run's ``_Session`` and
 yt-dlp is aborted with an exception it does not swallow; whatever yt-dlp then raises, the recorded refusal is
@@ -45,7 +45,6 @@ from yt_dlp.utils import (  # type: ignore[import-untyped]
     UnsupportedError,
     determine_protocol,
 )
-from yt_dlp.utils.networking import normalize_url  # type: ignore[import-untyped]
 
 from gateway.errors import (
     MediaFetchFailed,
@@ -56,8 +55,9 @@ from gateway.errors import (
     UrlNotAllowed,
     VChatError,
 )
-from gateway.media.fetch import loggable_url, redirect_limit_reached
-from gateway.media.guard import HostPolicy, check_url, guarded_sync_transport
+from gateway.media.guard import HostPolicy, check_url
+from gateway.media.redirects import send_following_sync
+from gateway.media.transport import guarded_sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,6 @@ MAX_HEIGHT = 1080  # preferred, not required: a taller file is taken when nothin
 
 STREAMING_ONLY = "this page only offers streaming formats (HLS/DASH); send a direct video link"
 _SAFE_MEDIA_HEADERS = ("User-Agent", "Referer", "Origin", "Accept", "Accept-Language")
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 # looks_like_page: hosts whose video URLs are pages (watch pages, share links), never files.
 _VIDEO_SITES = (
@@ -248,13 +247,6 @@ class _Session:
             self.refuse(MediaTimeout("resolving the video page took too long"), RequestError)
         return left
 
-    def allow(self, url: str) -> None:
-        """Refuse a URL the guard rejects, before anything is sent to it."""
-        try:
-            check_url(url, self.policy)
-        except UrlNotAllowed as exc:
-            self.refuse(exc, RequestError)
-
     def match_filter(self, info: dict[str, Any], *, incomplete: bool = False) -> str | None:
         """yt-dlp's ``match_filter`` (called again as fields become known): ``check_info``, as an abort."""
         try:
@@ -317,7 +309,7 @@ class GuardedRH(RequestHandler):  # type: ignore[misc]
     def __init__(self, *, session: _Session, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._session = session
-        self._client = httpx2.Client(transport=guarded_sync_transport(session.policy), trust_env=False)
+        self._client = guarded_sync_client(session.policy)
 
     def close(self) -> None:
         self._client.close()
@@ -330,49 +322,33 @@ class GuardedRH(RequestHandler):  # type: ignore[misc]
     def _send(self, request: Request) -> Response:
         headers = httpx2.Headers(self._get_headers(request))
         headers.setdefault("Accept-Encoding", "gzip, deflate")  # httpx2 decodes it; yt-dlp then sees plain bytes
-        cookies = httpx2.Cookies(self._get_cookiejar(request))
-        method, url, body = request.method, request.url, _body_bytes(request.data)
+        # yt-dlp's jar: cookies the page sets (on any hop) are kept for its later requests, as yt-dlp expects.
+        self._client.cookies = self._get_cookiejar(request)
         timeout = self._calculate_timeout(request)
-        first = url
-        for _ in range(self._session.max_redirects + 1):
-            self._session.allow(url)
-            outgoing = httpx2.Request(method, url, headers=headers, content=body, extensions={
-                "timeout": httpx2.Timeout(min(timeout, self._session.time_left())).as_dict()})
-            cookies.set_cookie_header(outgoing)
-            answer = self._exchange(outgoing)
-            cookies.extract_cookies(answer)
-            location = answer.headers.get("location")
-            if answer.status_code not in _REDIRECT_STATUSES or not location:
-                break
-            answer.close()
-            target = normalize_url(urllib.parse.urljoin(url, location))
-            if _redirect_method(method, answer.status_code) != method:
-                method, body = "GET", None
-                headers.pop("content-type", None)
-                headers.pop("content-length", None)
-            if _origin(target) != _origin(url):
-                headers.pop("authorization", None)
-                headers.pop("cookie", None)
-            url = target
-        else:
-            # Said in plain words (yt-dlp would report the last hop's status, "HTTP 302"), naming the limit.
-            self._session.refuse(redirect_limit_reached(loggable_url(first), self._session.max_redirects),
-                                 RequestError)
-        response = _GuardedResponse(answer, url, self._session)
-        if not 200 <= answer.status_code < 300:
-            raise HTTPError(response)
-        return response
-
-    def _exchange(self, outgoing: httpx2.Request) -> httpx2.Response:
         try:
-            return self._client.send(outgoing, stream=True)
-        except UrlNotAllowed as exc:
+            outgoing = self._client.build_request(request.method, request.url, headers=headers,
+                                                  content=_body_bytes(request.data), timeout=timeout)
+        except httpx2.InvalidURL as exc:
+            self._session.refuse(UrlNotAllowed(f"not a valid URL: {exc}"), RequestError)
+
+        def before(hop: httpx2.Request) -> None:
+            hop.extensions = {**hop.extensions, "timeout": httpx2.Timeout(min(timeout, self._session.time_left()))
+                              .as_dict()}
+
+        try:
+            answer = send_following_sync(self._client, outgoing, self._session.policy, self._session.max_redirects,
+                                         before)
+        except VChatError as exc:  # the guard, the redirect limit (said in plain words, naming the limit)
             self._session.refuse(exc, RequestError)
         except httpx2.HTTPError as exc:
             refusal = next((link for link in _chain(exc) if isinstance(link, UrlNotAllowed)), None)
             if refusal is not None:
                 self._session.refuse(refusal, RequestError)
             raise TransportError(cause=exc) from exc
+        response = _GuardedResponse(answer, str(answer.url), self._session)
+        if not 200 <= answer.status_code < 300:
+            raise HTTPError(response)
+        return response
 
 
 class _GuardedResponse(Response):  # type: ignore[misc]
@@ -541,15 +517,3 @@ def _body_bytes(data: object) -> bytes | None:
     if hasattr(data, "read"):
         return bytes(data.read())
     return b"".join(cast(Iterable[bytes], data))
-
-
-def _redirect_method(method: str, status: int) -> str:
-    """What browsers do: 303 becomes GET (but HEAD), 301/302 turn POST into GET; 307/308 keep the method."""
-    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
-        return "GET"
-    return method
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port

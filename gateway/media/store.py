@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -11,7 +12,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -59,6 +60,9 @@ class MediaStore:
         self._flights: dict[str, asyncio.Future[Any]] = {}
         self._pins: dict[str, int] = {}
         self._evict_lock = asyncio.Lock()
+        self._evicting: asyncio.Task[None] | None = None
+        self._evict_again = False
+        self._closed = False
 
     def open(self) -> None:
         """Create the layout and drop anything a crashed run left in ``tmp/``."""
@@ -74,20 +78,24 @@ class MediaStore:
 
     # --- temp space -------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def temp_dir(self) -> Iterator[Path]:
-        """A fresh directory under ``tmp/``, removed on exit whatever happens."""
+    @contextlib.asynccontextmanager
+    async def temp_dir(self) -> AsyncIterator[Path]:
+        """A fresh directory under ``tmp/``, removed on exit whatever happens (in a thread: it may hold a GiB)."""
         path = self.tmp / uuid.uuid4().hex
-        path.mkdir()
+        await asyncio.to_thread(path.mkdir)
         try:
             yield path
         finally:
-            shutil.rmtree(path, ignore_errors=True)
+            await _in_thread_to_the_end(shutil.rmtree, path, True)
 
     # --- objects ----------------------------------------------------------------------------------
 
-    def get(self, object_id: str) -> StoredObject | None:
+    async def get(self, object_id: str) -> StoredObject | None:
         """The complete object with this id, marked as just used, or None."""
+        return await asyncio.to_thread(self.find, object_id)
+
+    def find(self, object_id: str) -> StoredObject | None:
+        """``get``, blocking: for code already running in a worker thread."""
         if not _is_hex(object_id):
             return None
         folder = self.objects / object_id
@@ -114,12 +122,12 @@ class MediaStore:
         write_json_atomic(self.urls / f"{url_key(url)}.json", record, self.tmp)
 
     def lookup_url(self, url: str) -> tuple[StoredObject, dict[str, object]] | None:
-        """The object a URL was fetched into, if it is still cached."""
+        """The object a URL was fetched into, if it is still cached (blocking: call it in a thread)."""
         try:
             record = json.loads((self.urls / f"{url_key(url)}.json").read_text())
         except (OSError, ValueError):
             return None
-        stored = self.get(str(record.get("object", "")))
+        stored = self.find(str(record.get("object", "")))
         return (stored, record) if stored is not None else None
 
     # --- single flight ----------------------------------------------------------------------------
@@ -167,6 +175,33 @@ class MediaStore:
             if self._pins[object_id] == 0:
                 del self._pins[object_id]
 
+    def schedule_eviction(self) -> None:
+        """Trim the cache in the background: one run at a time, owned here (``aclose`` waits for it); a request
+        during a run makes it run once more."""
+        if self._closed:
+            return
+        if self._evicting is not None and not self._evicting.done():
+            self._evict_again = True
+            return
+        self._evicting = asyncio.create_task(self._evict_in_background(), name="media-cache-eviction")
+
+    async def _evict_in_background(self) -> None:
+        while True:
+            self._evict_again = False
+            try:
+                await self.evict()
+            except Exception:
+                logger.exception("media cache eviction failed")
+            if not self._evict_again or self._closed:
+                return
+
+    async def aclose(self) -> None:
+        """Stop background eviction. A run already deleting in its thread cannot be stopped, so it is waited for:
+        nothing touches the cache directory once this returns."""
+        self._closed = True
+        if self._evicting is not None:
+            await asyncio.gather(self._evicting, return_exceptions=True)
+
     async def evict(self) -> list[str]:
         """Delete least-recently-used objects (never pinned ones) until the cache fits its bound."""
         async with self._evict_lock:
@@ -197,6 +232,13 @@ class MediaStore:
         if evicted:
             logger.info("media cache evicted %d objects", len(evicted), extra={"cache_bytes": total})
         return evicted
+
+
+async def _in_thread_to_the_end(work: Callable[..., T], *args: object) -> T:
+    """``work(*args)`` in a worker thread, and not abandoned half-done: if the caller is cancelled meanwhile, the
+    work still starts and finishes (a cancelled ``to_thread`` that had not started yet would never run)."""
+    job = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
+    return await asyncio.shield(job)
 
 
 def write_json_atomic(path: Path, data: object, tmp_dir: Path) -> None:

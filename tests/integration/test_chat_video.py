@@ -11,6 +11,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,14 @@ def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gatew
 LONG_REPLY = 6000  # tokens; the session's vLLM has --max-model-len 8192 and the round's prompt is about 1000
 
 
+def wait_until(condition: Callable[[], object], timeout_s: float, why: Callable[[], str]) -> None:
+    """Poll ``condition`` until it holds; fail with ``why()`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.2)
+
+
 def end_tokens(model_dir: Path) -> list[int]:
     """The ids of the tokens that end a reply (<|im_end|>, <|endoftext|>) in the model's tokenizer."""
     added = json.loads((model_dir / "tokenizer.json").read_text())["added_tokens"]
@@ -239,12 +248,12 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
                 break  # leave while round 1 is generating
     first = re.escape(f"chatcmpl-{rid}-r1")
     aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not aborted.search(vllm.log_since(offset)):
-        time.sleep(0.5)
-    log = vllm.log_since(offset)
-    assert aborted.search(log), log[-2000:]
-    time.sleep(2)
+    wait_until(lambda: aborted.search(vllm.log_since(offset)), 60, lambda: vllm.log_since(offset)[-2000:])
+    # The gateway counts the answer as "client_gone" only after its job (every round) has stopped: from then on no
+    # later round can start, so what vLLM received and what the gateway sampled are final.
+    wait_until(lambda: 'vchat_answers_total{outcome="client_gone"} 1.0' in httpx.get(f"{gw.url}/metrics").text, 30,
+               lambda: "the gateway never finished the abandoned answer")
+    assert "vchat_round_frames_count 1.0" in httpx.get(f"{gw.url}/metrics").text  # round 2 never sampled frames
     assert len(received(vllm, offset, rid)) == 1  # no later round was started
 
 
@@ -297,7 +306,4 @@ def test_client_leaving_a_plain_chat_stream_aborts_it_in_vllm(vllm: VllmHandle,
                 break
     name = re.escape(f"chatcmpl-{rid}")
     aborted = re.compile(rf"(Aborted request\(s\) {name}|Request {name}\S* aborted)")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not aborted.search(vllm.log_since(offset)):
-        time.sleep(0.5)
-    assert aborted.search(vllm.log_since(offset)), vllm.log_since(offset)[-2000:]
+    wait_until(lambda: aborted.search(vllm.log_since(offset)), 60, lambda: vllm.log_since(offset)[-2000:])

@@ -111,11 +111,11 @@ async def test_pinned_video_survives_eviction(tmp_path: Path, origin: Origin) ->
             third = await library.from_url(urls[2])
             await store.evict()
             # The pinned one is the least recently used, yet the next one went.
-            assert store.get(first.id) is not None and store.get(third.id) is not None
-            assert store.get(second.id) is None
+            assert await store.get(first.id) is not None and await store.get(third.id) is not None
+            assert await store.get(second.id) is None
         await library.from_url(urls[3])
         await store.evict()
-        assert store.get(first.id) is None  # unpinned, it is evicted like any other
+        assert await store.get(first.id) is None  # unpinned, it is evicted like any other
 
 
 # --- chat video references, resolved ---------------------------------------------------------------------

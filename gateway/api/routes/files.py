@@ -30,7 +30,7 @@ def _not_found(file_id: str) -> NotFound:
 async def upload_file(request: Request, settings: SettingsDep) -> JSONResponse:
     """Multipart ``file`` + ``purpose``; the video is checked and sanitized before the id is returned."""
     library = library_of(request)
-    with library.store.temp_dir() as work:
+    async with library.store.temp_dir() as work:
         upload = await receive_upload(request, work, settings.media_max_bytes)
         purpose = upload.fields.get("purpose", "user_data").strip() or "user_data"
         if purpose not in _PURPOSES:
@@ -59,7 +59,7 @@ async def file_content(file_id: str, request: Request) -> FileResponse:
     """The sanitized video (MP4) the upload became — what the model and Gemini see."""
     library = library_of(request)
     record = await library.files.get(file_id)
-    stored = library.store.get(record.object_id) if record is not None else None
+    stored = await library.store.get(record.object_id) if record is not None else None
     if stored is None or not await asyncio.to_thread(stored.video.is_file):
         raise _not_found(file_id)
     return FileResponse(stored.video, media_type="video/mp4", filename=f"{file_id}.mp4")

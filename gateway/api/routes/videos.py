@@ -59,7 +59,7 @@ async def add_video(body: VideoRequest, request: Request) -> JSONResponse:
 @router.get("/v1/videos/{video_id}/content", response_model=None)
 async def video_content(video_id: str, request: Request) -> FileResponse:
     """The sanitized MP4 (range requests work, so players can seek)."""
-    stored = _library(request).store.get(video_id)
+    stored = await _library(request).store.get(video_id)
     if stored is None or not await asyncio.to_thread(stored.video.is_file):
         raise NotFound(f"No cached video '{video_id}'.", param="video_id", code="video_not_found")
     return FileResponse(stored.video, media_type="video/mp4")
@@ -68,7 +68,7 @@ async def video_content(video_id: str, request: Request) -> FileResponse:
 @router.get("/v1/videos/{video_id}")
 async def get_video(video_id: str, request: Request) -> JSONResponse:
     library = _library(request)
-    stored = library.store.get(video_id)
+    stored = await library.store.get(video_id)
     if stored is None:
         raise NotFound(f"No cached video '{video_id}'.", param="video_id", code="video_not_found")
     try:

@@ -28,6 +28,7 @@ from gateway.backends.gemini import (
     GeminiEvent,
     GeminiRefused,
     make_client,
+    scrubbed_transport_logs,
 )
 from gateway.errors import BackendTimeout, BackendUnavailable
 from gateway.media.library import Asset, LinkedVideo, VideoFacts
@@ -65,6 +66,13 @@ async def backend_for(fake: FakeGemini, **overrides: Any) -> AsyncIterator[Gemin
                               "timeout_s": 10.0}
     values.update(overrides)
     config = GeminiConfig(**values)
+    with scrubbed_transport_logs(config.api_key.get_secret_value()):
+        async with backend_on(config) as backend:
+            yield backend
+
+
+@asynccontextmanager
+async def backend_on(config: GeminiConfig) -> AsyncIterator[GeminiBackend]:
     async with httpx2.AsyncClient() as http:
         client = make_client(config, http)
         backend = GeminiBackend(client, config)
@@ -99,8 +107,12 @@ async def test_fake_serves_the_plain_sdk_sync_and_async(fake_gemini: FakeGemini)
                                        config=types.UploadFileConfig(mime_type="video/mp4"))
     assert uploaded.name and uploaded.name.startswith("files/") and uploaded.state == types.FileState.PROCESSING
     assert uploaded.size_bytes == video.stat().st_size and uploaded.expiration_time is not None
-    await asyncio.sleep(0.35)
     ready = await client.aio.files.get(name=uploaded.name)
+    deadline = time.monotonic() + 5
+    while ready.state == types.FileState.PROCESSING:  # as a client waits for a file: poll its state
+        assert time.monotonic() < deadline, "the upload never became ACTIVE"
+        await asyncio.sleep(0.05)
+        ready = await client.aio.files.get(name=uploaded.name)
     assert ready.state == types.FileState.ACTIVE and ready.uri == uploaded.uri
     answer = await client.aio.models.generate_content(model="gemini-flash-latest", contents=[
         types.Part(file_data=types.FileData(file_uri=ready.uri, mime_type="video/mp4")), "Describe it."])
@@ -113,6 +125,7 @@ async def test_fake_serves_the_plain_sdk_sync_and_async(fake_gemini: FakeGemini)
     client.close()
 
     routes = [r.route for r in fake_gemini.requests]
+    routes = [route for i, route in enumerate(routes) if route != "files.get" or routes[i - 1] != route]  # polled
     assert routes == ["upload.start", "upload.chunk", "files.get", "generate", "stream", "files.delete"]
     assert {r.api_version for r in fake_gemini.requests} == {"v1"}
     assert fake_gemini.seen("stream")[0].query == {"alt": "sse"}
@@ -433,3 +446,13 @@ async def test_an_upload_url_carrying_the_key_is_not_logged(fake_gemini: FakeGem
     upload_lines = [r.getMessage() for r in caplog.records if "upload_id=" in r.getMessage()]
     assert upload_lines and all("key=[redacted]" in line for line in upload_lines)
     assert FAKE_API_KEY not in "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+
+
+def test_the_key_scrubber_is_taken_off_again() -> None:
+    """The transport loggers are process-wide: apps built one after another must not pile scrubbers up."""
+    names = ("httpx2", "httpcore2.http11")
+    before = {name: list(logging.getLogger(name).filters) for name in names}
+    with scrubbed_transport_logs(FAKE_API_KEY):
+        record = logging.LogRecord("httpx2", logging.INFO, __file__, 1, "GET /upload?key=%s", (FAKE_API_KEY,), None)
+        assert logging.getLogger("httpx2").filter(record) and record.getMessage() == "GET /upload?key=[redacted]"
+    assert {name: list(logging.getLogger(name).filters) for name in names} == before

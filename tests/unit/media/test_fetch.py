@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 
 from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, UrlNotAllowed
-from gateway.media.fetch import Fetched, FetchLimits, fetch_to_file, loggable_url
-from gateway.media.guard import HostPolicy, guarded_async_client
+from gateway.media.fetch import Fetched, FetchLimits, fetch_to_file
+from gateway.media.guard import HostPolicy
+from gateway.media.redirects import loggable_url
+from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
 from tests.support.netaudit import NetAudit
 from tests.support.origin import Origin

@@ -20,10 +20,8 @@ from gateway.media.guard import (
     blocked_reason,
     check_ip,
     check_url,
-    guarded_async_client,
-    guarded_async_transport,
-    guarded_sync_transport,
 )
+from gateway.media.transport import GuardedAsyncTransport, GuardedTransport, guarded_async_client
 from tests.support.netaudit import NetAudit
 from tests.support.origin import Origin
 
@@ -209,7 +207,7 @@ async def test_a_private_answer_is_refused_before_any_packet(net: NetAudit, monk
 
 
 async def test_ip_literals_are_checked_at_connect_even_without_check_url(net: NetAudit) -> None:
-    async with httpx2.AsyncClient(transport=guarded_async_transport(NO_POLICY), trust_env=False) as client:
+    async with httpx2.AsyncClient(transport=GuardedAsyncTransport(NO_POLICY), trust_env=False) as client:
         for url in ["http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[::ffff:10.0.0.1]/"]:
             with pytest.raises(UrlNotAllowed):
                 await client.get(url, timeout=0.5)
@@ -234,14 +232,14 @@ def test_sync_transport_guards_the_same_way(
     resolver = ScriptedResolver(["127.0.0.2"], ["127.0.0.1"])
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     policy = HostPolicy.from_settings(["127.0.0.2"])
-    with httpx2.Client(transport=guarded_sync_transport(policy), trust_env=False, timeout=2) as client:
+    with httpx2.Client(transport=GuardedTransport(policy), trust_env=False, timeout=2) as client:
         assert client.get(f"http://localhost:{origin2.port}/a.mp4").content == b"video"
         assert client.get(origin2.url("/a.mp4")).content == b"video"
         for url in [f"http://127.0.0.1:{origin2.port}/a.mp4", "http://169.254.169.254/", "http://[::1]:9/"]:
             with pytest.raises(UrlNotAllowed):
                 client.get(url)
     with (
-        httpx2.Client(transport=guarded_sync_transport(NO_POLICY), trust_env=False, timeout=2) as client,
+        httpx2.Client(transport=GuardedTransport(NO_POLICY), trust_env=False, timeout=2) as client,
         pytest.raises(UrlNotAllowed, match="localhost resolves"),
     ):
         client.get(f"http://localhost:{origin2.port}/a.mp4")
@@ -255,7 +253,7 @@ def test_sync_transport_can_be_used_from_a_worker_thread(net: NetAudit, origin: 
     results: list[bytes | BaseException] = []
 
     def work() -> None:
-        with httpx2.Client(transport=guarded_sync_transport(NO_POLICY), trust_env=False, timeout=2) as client:
+        with httpx2.Client(transport=GuardedTransport(NO_POLICY), trust_env=False, timeout=2) as client:
             try:
                 results.append(client.get(origin.url("/a.mp4")).content)
             except UrlNotAllowed as exc:

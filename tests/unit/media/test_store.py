@@ -59,21 +59,21 @@ def test_open_creates_the_layout_and_wipes_only_tmp(tmp_path: Path) -> None:
     assert len(names(root / "urls")) == 1
 
 
-def test_get_returns_only_complete_objects(store: MediaStore) -> None:
+async def test_get_returns_only_complete_objects(store: MediaStore) -> None:
     stored = put(store, oid(1), 10)
-    assert store.get(stored.id) == stored
+    assert await store.get(stored.id) == stored
     assert stored.video.read_bytes() == b"\0" * 10 and stored.facts_path.name == "facts.json"
     incomplete = store.objects / oid(2)
     incomplete.mkdir()
     (incomplete / "facts.json").write_text("{}")
-    assert store.get(oid(2)) is None
+    assert await store.get(oid(2)) is None
     for bad in ("", "abc", oid(1).upper(), "../" + oid(1)[3:], oid(1) + "0", "g" * 64):
-        assert store.get(bad) is None, bad
+        assert await store.get(bad) is None, bad
 
 
-def test_get_marks_the_object_as_used(store: MediaStore) -> None:
+async def test_get_marks_the_object_as_used(store: MediaStore) -> None:
     stored = put(store, oid(1), 10, used_at=1_000_000)
-    store.get(stored.id)
+    await store.get(stored.id)
     assert (stored.dir / ".used").stat().st_mtime > 1_000_000
 
 
@@ -137,16 +137,18 @@ def test_write_json_atomic_leaves_the_old_file_on_failure(tmp_path: Path) -> Non
 
 async def test_single_flight_runs_concurrent_work_once(store: MediaStore) -> None:
     runs = 0
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> str:
         nonlocal runs
         runs += 1
+        started.set()
         await gate.wait()
         return f"result {runs}"
 
+    # The flight task is scheduled after every caller: once the work has started, all five have joined it.
     callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    await started.wait()
     gate.set()
     assert await asyncio.gather(*callers) == ["result 1"] * 5
     assert runs == 1
@@ -156,31 +158,33 @@ async def test_single_flight_runs_concurrent_work_once(store: MediaStore) -> Non
 
 
 async def test_single_flight_shares_the_error(store: MediaStore) -> None:
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> None:
+        started.set()
         await gate.wait()
         raise ValueError("broken video")
 
     callers = [asyncio.ensure_future(store.single_flight("k", work)) for _ in range(3)]
-    await asyncio.sleep(0.01)
+    await started.wait()
     gate.set()
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert [str(r) for r in results] == ["broken video"] * 3
 
 
 async def test_a_caller_leaving_does_not_cancel_the_work(store: MediaStore) -> None:
-    gate = asyncio.Event()
+    started, gate = asyncio.Event(), asyncio.Event()
 
     async def work() -> str:
+        started.set()
         await gate.wait()
         return "done"
 
     leaving = asyncio.ensure_future(store.single_flight("k", work))
     staying = asyncio.ensure_future(store.single_flight("k", work))
-    await asyncio.sleep(0.01)
+    await started.wait()
     leaving.cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.wait([leaving])  # gone for good before the work may finish
     gate.set()
     assert await staying == "done"
     assert leaving.cancelled()
@@ -192,7 +196,7 @@ async def test_a_caller_leaving_does_not_cancel_the_work(store: MediaStore) -> N
 async def test_delete_removes_the_object(store: MediaStore) -> None:
     stored = put(store, oid(1), 10)
     assert await store.delete(stored.id) is True
-    assert store.get(stored.id) is None
+    assert await store.get(stored.id) is None
     assert names(store.objects) == [] and names(store.tmp) == []
     assert await store.delete(stored.id) is False
     assert await store.delete("../objects") is False
@@ -201,7 +205,7 @@ async def test_delete_removes_the_object(store: MediaStore) -> None:
 async def test_evict_removes_least_recently_used_until_under_the_bound(store: MediaStore) -> None:
     for n in range(4):
         put(store, oid(n), 40 * KB, used_at=1_000_000 + n)
-    store.get(oid(0))  # the oldest becomes the newest
+    await store.get(oid(0))  # the oldest becomes the newest
     evicted = await store.evict()
     assert evicted == [oid(1), oid(2)]
     assert names(store.objects) == sorted([oid(0), oid(3)])
@@ -234,3 +238,33 @@ async def test_evict_with_everything_pinned_keeps_everything(store: MediaStore) 
     async with store.pinned(oid(0)), store.pinned(oid(1)), store.pinned(oid(2)):
         assert await store.evict() == []
     assert len(names(store.objects)) == 3
+
+
+async def test_background_eviction_is_owned_and_awaited_at_close(store: MediaStore) -> None:
+    for n in range(4):
+        put(store, oid(n), 40 * KB, used_at=1_000_000 + n)
+    store.schedule_eviction()
+    store.schedule_eviction()  # while one runs: it runs once more, not twice at once
+    await store.aclose()  # returns only once the eviction is done: nothing touches the cache after it
+    assert names(store.objects) == sorted([oid(2), oid(3)])
+    put(store, oid(9), 90 * KB)
+    store.schedule_eviction()  # closed: nothing starts
+    assert oid(9) in names(store.objects)
+
+
+async def test_a_temp_dir_is_removed_even_when_its_user_is_cancelled(store: MediaStore) -> None:
+    inside = asyncio.Event()
+
+    async def work() -> None:
+        async with store.temp_dir() as path:
+            (path / "big.part").write_bytes(b"\0" * 1000)
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(work())
+    await inside.wait()
+    assert len(names(store.tmp)) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert names(store.tmp) == []

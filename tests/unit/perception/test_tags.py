@@ -75,3 +75,28 @@ def test_text_outside_tags_waits_for_the_end() -> None:
     splitter = TagSplitter()
     assert splitter.feed("maybe reasoning, maybe the answer") == []
     assert splitter.close() == [("content", "maybe reasoning, maybe the answer")]
+
+
+def test_random_chunkings_of_a_long_reply_agree() -> None:
+    import random
+
+    text = ("<think>The bars < the ball; <b>then</b> they move.\n\n Later</think>\n<answer> B, because the "
+            "bars move </answer><glue>[(1.0, 2.5), (3.1, 4.0)]</glue> trailing <answer>C</answer>")
+    whole = split([text])
+    assert whole == {"reasoning": "The bars < the ball; <b>then</b> they move.\n\n Later",
+                     "content": "B, because the bars move", "glue": "[(1.0, 2.5), (3.1, 4.0)]"}
+    rng = random.Random(14)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(text)), rng.randint(1, 12)))
+        chunks = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert split(chunks) == whole, chunks
+
+
+def test_a_lone_angle_bracket_is_released_once_it_cannot_be_a_tag() -> None:
+    splitter = TagSplitter()
+    assert splitter.feed("<answer>x <") == [("content", "x")]
+    assert splitter.feed("y") == [("content", " <y")]  # "<y" starts no tag: nothing held back any more
+    assert splitter.feed(" </ans") == []  # could still be </answer>
+    assert splitter.feed("wer> after") == []
+    assert splitter.close() == []
+    assert splitter.answer == "x <y"

@@ -1,0 +1,229 @@
+"""VllmBackend against vLLM's failure shapes (httpx2.MockTransport): every one becomes one of the gateway's errors,
+with the status, code and Retry-After a client acts on — never a raw httpx or SDK exception."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any
+
+import httpx2
+import pytest
+
+from gateway.backends.vllm import VllmBackend
+from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
+from tests.support.vllm_wire import (
+    MODEL,
+    STALL,
+    Body,
+    FakeVllm,
+    Reply,
+    chunk,
+    completion,
+    error_reply,
+    json_reply,
+    raising,
+    sse,
+    stream_reply,
+    vllm_error,
+)
+
+BASE = "http://vllm.test:8000"
+PARAMS: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+async def stream_text(backend: VllmBackend, params: dict[str, object] = PARAMS) -> str:
+    text = ""
+    async with aclosing(await backend.chat_stream(params)) as chunks:
+        async for piece in chunks:
+            for choice in piece.choices:
+                text += choice.delta.content or ""
+    return text
+
+
+async def with_backend(replies: list[Reply], work: Any, **fake: Any) -> Any:
+    vllm = FakeVllm(replies, **fake)
+    async with httpx2.AsyncClient(transport=vllm.transport(), trust_env=False) as http:
+        return await work(VllmBackend(http, BASE, "key", 0.5))
+
+
+# --- health and the model list -------------------------------------------------------------------------------------
+
+
+async def test_health_and_models_speak_vllms_format() -> None:
+    async def work(backend: VllmBackend) -> None:
+        await backend.health(1.0)
+        assert await backend.model_ids() == [MODEL]
+        assert await backend.max_model_len(MODEL) == 8192
+        assert await backend.max_model_len("missing") is None
+
+    await with_backend([], work)
+
+
+async def test_an_unhealthy_engine_is_a_503_with_retry_after() -> None:
+    with pytest.raises(BackendUnavailable, match=r"reports itself unhealthy \(HTTP 503\)") as caught:
+        await with_backend([], lambda b: b.health(1.0), health=503)
+    assert caught.value.status_code == 503 and caught.value.retry_after == 5
+
+
+@pytest.mark.parametrize(("failure", "error", "status"), [
+    (httpx2.ConnectError("connection refused"), BackendUnavailable, 503),
+    (httpx2.ReadTimeout("timed out"), BackendTimeout, 504),
+])
+async def test_an_unreachable_vllm_is_named_with_its_status(failure: Exception, error: type[VChatError],
+                                                           status: int) -> None:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(raising(failure)), trust_env=False) as http:
+        with pytest.raises(error) as caught:
+            await VllmBackend(http, BASE, None, 0.5).list_models()
+    assert caught.value.status_code == status and BASE in caught.value.message
+
+
+@pytest.mark.parametrize("body", [{"data": [{"object": "model"}]}, {"models": []}, "not json"])
+async def test_a_model_list_that_is_not_vllms_is_a_503(body: object) -> None:
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        if isinstance(body, str):
+            return httpx2.Response(200, content=body.encode())
+        return httpx2.Response(200, json=body)
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer), trust_env=False) as http:
+        with pytest.raises(BackendUnavailable, match="something unexpected"):
+            await VllmBackend(http, BASE, None, 0.5).list_models()
+
+
+# --- refusals before a stream starts -------------------------------------------------------------------------------
+
+
+async def test_a_context_refusal_is_the_clients_400_naming_the_field() -> None:
+    message = ("This model's maximum context length is 8192 tokens. However, you requested 9000 tokens "
+               "(1000 in the messages, 8000 in the completion). Please reduce max_tokens.")
+    with pytest.raises(InvalidRequest) as caught:
+        await with_backend([error_reply(400, message)], stream_text)
+    error = caught.value
+    assert (error.status_code, error.code, error.param) == (400, "context_length_exceeded", "max_tokens")
+    assert error.message == f"vLLM refused the request: {message}"
+
+
+async def test_vllms_own_param_wins_and_other_refusals_are_rejected_by_model_server() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await with_backend([error_reply(400, "bad stop sequence", param="stop")], stream_text)
+    assert (caught.value.param, caught.value.code) == ("stop", "rejected_by_model_server")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_a_server_error_before_the_stream_is_a_503_with_retry_after(status: int) -> None:
+    with pytest.raises(BackendUnavailable, match=rf"failed to complete the chat \(HTTP {status}\)") as caught:
+        await with_backend([error_reply(status, "engine dead")], stream_text)
+    assert (caught.value.status_code, caught.value.retry_after) == (503, 5)
+
+
+async def test_a_4xx_the_gateway_caused_is_not_blamed_on_the_client() -> None:
+    with pytest.raises(VChatError) as caught:
+        await with_backend([error_reply(404, "The model `x` does not exist.")], stream_text)
+    assert type(caught.value) is VChatError and caught.value.status_code == 500
+
+
+async def test_an_error_body_that_is_not_json_still_names_the_status() -> None:
+    def html(_: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(503, content=b"<html>Service Unavailable</html>")
+
+    with pytest.raises(BackendUnavailable, match=r"HTTP 503"):
+        await with_backend([html], stream_text)
+
+
+@pytest.mark.parametrize(("failure", "error"), [
+    (httpx2.ConnectError("[Errno 111] Connection refused"), BackendUnavailable),
+    (httpx2.RemoteProtocolError("Server disconnected without sending a response."), BackendUnavailable),
+    (httpx2.ReadTimeout("timed out"), BackendTimeout),
+])
+async def test_a_connection_failing_before_the_answer(failure: Exception, error: type[VChatError]) -> None:
+    with pytest.raises(error) as caught:
+        await with_backend([raising(failure)], stream_text)
+    assert caught.value.retry_after == 5
+
+
+async def test_a_non_streamed_chat_and_its_refusal() -> None:
+    async def work(backend: VllmBackend) -> str | None:
+        return (await backend.chat(PARAMS)).choices[0].message.content
+
+    assert await with_backend([completion("hello")], work) == "hello"
+    with pytest.raises(InvalidRequest, match="max_tokens"):
+        await with_backend([error_reply(400, "max_tokens must be at least 1")], work)
+
+
+# --- failures after the stream started ------------------------------------------------------------------------------
+
+
+async def test_a_whole_stream_arrives_in_order() -> None:
+    assert await with_backend([stream_reply(["<answer>", "B", "</answer>"])], stream_text) == "<answer>B</answer>"
+
+
+async def test_an_error_event_for_the_clients_input_mid_stream_is_a_400() -> None:
+    # vLLM validates multimodal input late: the refusal arrives as an SSE event after the 200.
+    late = stream_reply(["<think>"], then=[sse(vllm_error(400, "video exceeds the pre-allocated encoder cache "
+                                                              "size 8960"))])
+    with pytest.raises(InvalidRequest, match="encoder cache size 8960") as caught:
+        await with_backend([late], stream_text)
+    assert caught.value.status_code == 400
+
+
+async def test_a_503_event_mid_stream_is_a_503() -> None:
+    dead = stream_reply(["The", " bars"], then=[sse(vllm_error(503, "engine died"))])
+    with pytest.raises(BackendUnavailable, match="engine died") as caught:
+        await with_backend([dead], stream_text)
+    assert caught.value.status_code == 503
+
+
+@pytest.mark.parametrize(("failure", "error", "words"), [
+    (httpx2.ReadError("[Errno 104] Connection reset by peer"), BackendUnavailable, "unreachable"),
+    (httpx2.RemoteProtocolError("peer closed connection without sending complete message body"),
+     BackendUnavailable, "unreachable"),
+    (httpx2.ReadTimeout("timed out"), BackendTimeout, "in time"),
+])
+async def test_a_connection_breaking_mid_stream_is_one_of_ours(failure: Exception, error: type[VChatError],
+                                                               words: str) -> None:
+    bodies: list[Body] = []
+    broken = stream_reply(["The", " bars"], then=[failure], bodies=bodies)
+    with pytest.raises(error, match=words) as caught:
+        await with_backend([broken], stream_text)
+    assert caught.value.retry_after == 5
+    assert bodies[0].closed.is_set()
+
+
+@pytest.mark.parametrize("garbage", [b"data: {not json\n\n", b'data: {"choices": "nope"}\n\n'])
+async def test_a_malformed_chunk_is_a_503_not_a_crash(garbage: bytes) -> None:
+    broken = stream_reply(["The"], then=[garbage])
+    with pytest.raises(BackendUnavailable, match="malformed answer"):
+        await with_backend([broken], stream_text)
+
+
+async def test_a_stream_cut_before_done_ends_without_error() -> None:
+    # vLLM finished the reply but the body ended without [DONE]: the tokens that came are the answer.
+    cut = stream_reply(["B"], done=False)
+    assert await with_backend([cut], stream_text) == "B"
+
+
+async def test_closing_a_stream_early_closes_vllms_response() -> None:
+    bodies: list[Body] = []
+    stalled = stream_reply(["The"], then=[STALL], bodies=bodies)
+
+    async def work(backend: VllmBackend) -> None:
+        async with aclosing(await backend.chat_stream(PARAMS)) as chunks:
+            async for piece in chunks:
+                if any(c.delta.content for c in piece.choices):
+                    break  # the client left: vLLM must see its request closed (it aborts the generation)
+
+    await with_backend([stalled], work)
+    assert bodies[0].closed.is_set()
+
+
+async def test_a_refusal_json_with_a_non_dict_error_keeps_vllms_message() -> None:
+    odd = json_reply(400, {"object": "error", "message": "messages: field required", "type": "BadRequestError",
+                           "code": 400})
+    with pytest.raises(InvalidRequest, match="messages: field required") as caught:
+        await with_backend([odd], stream_text)
+    assert caught.value.param == "messages"
+
+
+def test_chunk_helper_matches_the_sdk() -> None:
+    from openai.types.chat import ChatCompletionChunk
+
+    assert ChatCompletionChunk.model_validate(chunk({"content": "x"})).choices[0].delta.content == "x"
