@@ -118,6 +118,16 @@ async def test_frames_are_exactly_the_frames_asked_for(kind: str, tmp_path: Path
     assert {jpeg_size(jpeg) for jpeg in got.jpegs} == {(56, 28)}
 
 
+async def test_hundreds_of_frames_after_one_keyframe(tmp_path: Path) -> None:
+    # One GOP of 300 frames, 150 of them wanted: one select expression of 150 terms (ffmpeg's evaluator
+    # refuses a plain chain of about 100).
+    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=300:scenecut=0"))
+    found = await probe(video, LIMITS)
+    wanted = list(range(0, 360, 2))
+    got = await cache().frames(video, found, wanted, width=56, height=28)
+    assert frame_numbers(list(got.jpegs)) == wanted
+
+
 def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Every ffmpeg/ffprobe command the frame cache runs from now on, in order (the real tool still runs)."""
     runs: list[list[str]] = []
@@ -131,6 +141,11 @@ def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return runs
 
 
+def seeks(runs: list[list[str]]) -> int:
+    """Inputs opened by these ffmpeg runs: one per keyframe decoded from."""
+    return sum(args.count("-i") for args in runs if args[0] == "ffmpeg")
+
+
 async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
@@ -140,7 +155,8 @@ async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
     first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
     assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
     ffmpeg_runs = [a for a in runs if a[0] == "ffmpeg"]
-    assert len(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
+    assert seeks(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
+    assert len(ffmpeg_runs) == 2  # one run per core, each seeking its keyframes from inputs of its own
     # A later round (or question, with a fresh cache over the same directory) reuses what is on disk.
     again = await cache().frames(video, found, [7, 300], width=56, height=28)
     assert again.jpegs == (first.jpegs[4], first.jpegs[3]) and len(runs) == len(ffmpeg_runs) + 1  # +1: index
@@ -157,7 +173,7 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
     runs = count_tool_runs(monkeypatch)
     wanted = [0, 90, 180, 270]
     results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
-    assert len(runs) == 4 and len({r.jpegs for r in results}) == 1
+    assert seeks(runs) == 4 and len(runs) == 2 and len({r.jpegs for r in results}) == 1
 
 
 # --- bounded work -------------------------------------------------------------------------------------
