@@ -20,6 +20,7 @@ from gateway.media.framecache import FrameCache
 from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sampling import select_frames
+from gateway.media.zoom import round_frames
 from tests.support.clips import decoded_pts, frame_numbers, make_clip, make_numbered_clip
 
 LIMITS = ProbeLimits(max_duration_s=4 * 3600.0, max_side=7680, timeout_s=60.0)
@@ -182,20 +183,34 @@ async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None
     clip = make_clip(3 * 3600.0, "64x36", 1, audio=False, extra=("-preset", "ultrafast", "-g", "250"))
     video = video_dir(tmp_path, clip)
     found = await probe(video, LIMITS)
-    cap = 96
-    frames = cache(max_frames=cap)
+    cap, per_round, workers = 96, 64, 2
+    frames = cache(max_frames=cap, workers=workers)
     total = len(await frames.index(video, found))
     assert total == 3 * 3600
-    peak = 0
+    # Watched while the rounds run, not only between them: files on disk (the temporary ones too) and ffmpeg runs.
+    peak_files = peak_runs = 0
+    watching = True
+
+    async def watch() -> None:
+        nonlocal peak_files, peak_runs
+        while watching:
+            peak_files = max(peak_files, len(all_files(video.parent / "frames")))
+            peak_runs = max(peak_runs, len(live_pids(token=str(video.parent / "frames"))))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
     spans = [(), ((600.0, 660.0),), ((3000.0, 3100.0), (9000.0, 9050.0)), ((100.0, 130.0),), ()]
     for round_spans in spans:
-        selection = select_frames(total, found.fps, 64, round_spans)
+        selection = round_frames(total, found.fps, per_round, round_spans)  # as the perception loop picks them
         got = await frames.frames(video, found, list(selection.indices), width=56, height=28)
-        assert len(got.jpegs) == len(selection.indices) <= 64 + 4
+        assert len(got.jpegs) == len(selection.indices) <= per_round + 4  # in memory: one round's frames
         on_disk = all_files(video.parent / "frames")
-        peak = max(peak, len(on_disk))
+        assert len(on_disk) <= cap + 1  # between rounds: the cap and index.json
         assert not any(".tmp" in name for name in on_disk)
-    assert peak <= cap + 1  # the frames and index.json, never more
+    watching = False
+    await watcher
+    assert peak_files <= cap + per_round + 4 + 1  # during a round: the cap, that round's new frames, the index
+    assert 0 < peak_runs <= workers
 
 
 # --- cancel and timeout: every process gone, no partial file ------------------------------------------
