@@ -19,9 +19,15 @@ from gateway.media.probe import Probe
 
 # mjpeg's qscale: 2 is near-lossless, 5 shows blocking on text; 3 is about JPEG quality 90.
 JPEG_QSCALE = "3"
-# Input seeking lands on the keyframe at or before the seek time; aiming this far before the keyframe's pts
-# keeps float rounding from landing on the next one.
+# Input seeking lands on the keyframe at or before the seek time. Aiming at the keyframe's own pts could round
+# to just before it, and a seek a hair early lands a whole GOP earlier (decoding it for nothing); so the seek
+# aims a little after the keyframe, at most this far and never past half the gap to the next frame.
 SEEK_MARGIN_S = 0.001
+# Groups (keyframes) one ffmpeg run seeks and extracts, each from its own input: a run costs ~0.1 s of CPU
+# before it decodes anything (loading ffmpeg's libraries), as much as decoding 200 frames of 720p, so an hour's
+# round of hundreds of keyframes spreads over a few runs per core. Each input holds a decoder's frames (a few
+# MB at 720p) until its run ends, which bounds the number.
+GROUPS_PER_RUN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,28 +122,61 @@ def group_by_keyframe(index: FrameIndex, wanted: Sequence[int]) -> list[tuple[in
 
 def seek_args(video: Path, found: Probe, index: FrameIndex, keyframe: int, frames: Sequence[int], *,
               width: int, height: int, threads: int, out_dir: Path) -> list[str]:
-    """One ffmpeg run: seek to the keyframe, decode forward, keep exactly these frames (by pts), scale, JPEG.
+    """One ffmpeg run: seek to the keyframe, decode forward, keep exactly these frames (by pts), scale, JPEG."""
+    return batch_args(video, found, index, [(keyframe, frames, out_dir)], width=width, height=height,
+                      threads=threads)
+
+
+def batch_args(video: Path, found: Probe, index: FrameIndex, groups: Sequence[tuple[int, Sequence[int], Path]], *,
+               width: int, height: int, threads: int) -> list[str]:
+    """One ffmpeg run over several (keyframe, frames, out_dir) groups: the video opened once per group, each
+    input seeking to its keyframe, each output keeping exactly that group's frames (by pts), scaled, as JPEGs.
 
     Timestamps are kept as stored (-copyts), so the select filter's t is the pts the index lists; each frame
-    is matched within half the gap to its neighbours, which no other frame can be. Output stops after the
+    is matched within half the gap to its neighbours, which no other frame can be. Each output stops after its
     last wanted frame (-frames:v), so decoding goes no further than it needs. Files are numbered from 0.
     """
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for number, (keyframe, frames, out_dir) in enumerate(groups):
+        inputs += ["-threads", str(threads), *_seek(index, keyframe), "-i", input_url(video)]
+        pattern = str(out_dir.resolve()).replace("%", "%%") + "/%d.jpg"
+        outputs += [
+            "-map", f"{number}:{found.video_index}", "-an", "-sn", "-dn",
+            "-vf", f"select='{_select(index, frames)}',scale={width}:{height}:flags=bicubic",
+            "-fps_mode", "passthrough", "-frames:v", str(len(frames)),
+            "-q:v", JPEG_QSCALE, "-f", "image2", "-start_number", "0", pattern,
+        ]
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-copyts", "-filter_threads", "1",
+            *inputs, *outputs]
+
+
+def _seek(index: FrameIndex, keyframe: int) -> list[str]:
+    if keyframe == 0:
+        return []
+    tb = index.time_base
+    after = index.pts[keyframe + 1] - index.pts[keyframe] if keyframe + 1 < len(index) else 0
+    margin = min(SEEK_MARGIN_S, float(after * tb) / 2) if after > 0 else 0.0
+    seek = float(index.pts[keyframe] * tb) - index.start_s + margin
+    return ["-noaccurate_seek", "-ss", f"{seek:.6f}"] if seek > 0 else []
+
+
+def _select(index: FrameIndex, frames: Sequence[int]) -> str:
     tb = index.time_base
     terms = []
     for frame in frames:
         gaps = [abs(index.pts[n] - index.pts[frame]) for n in (frame - 1, frame + 1) if 0 <= n < len(index)]
         tolerance = float(min(gaps, default=1) * tb) / 2
         terms.append(f"lt(abs(t-{float(index.pts[frame] * tb)!r})\\,{tolerance!r})")
-    seek = max(float(index.pts[keyframe] * tb) - index.start_s - SEEK_MARGIN_S, 0.0)
-    pattern = str(out_dir.resolve()).replace("%", "%%") + "/%d.jpg"
-    return [
-        "ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-threads", str(threads),
-        *(["-noaccurate_seek", "-ss", f"{seek:.6f}"] if seek > 0 else []), "-copyts", "-i", input_url(video),
-        "-map", f"0:{found.video_index}", "-an", "-sn", "-dn", "-filter_threads", "1",
-        "-vf", f"select='{'+'.join(terms)}',scale={width}:{height}:flags=bicubic",
-        "-fps_mode", "passthrough", "-frames:v", str(len(frames)),
-        "-q:v", JPEG_QSCALE, "-f", "image2", "-start_number", "0", pattern,
-    ]
+    return _balanced_sum(terms)
+
+
+def _balanced_sum(terms: Sequence[str]) -> str:
+    """terms added as a balanced tree: ffmpeg's expression evaluator gives up (ENOMEM) on a chain of ~100."""
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    return f"({_balanced_sum(terms[:middle])}+{_balanced_sum(terms[middle:])})"
 
 
 async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: Sequence[int], *, width: int,
@@ -145,28 +184,32 @@ async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: S
                          timeout_s: float) -> None:
     """Write each wanted frame as out_dir/frame_name(i), width x height, decoding only what each needs.
 
-    Frames are grouped by keyframe; each group is one ffmpeg process that seeks to its keyframe, and the
-    processes run in parallel as far as `workers` allows (each with a share of the cores). A group that comes
-    back short (a leading frame of an open GOP needs the GOP before) is retried from the keyframe before.
-    Frames land in a temporary directory inside out_dir and are renamed into place, so a reader sees whole
-    files only; on failure or cancellation every process this call started is killed and the temporary
-    directory removed. Raises NotAVideo when a frame cannot be decoded, MediaTimeout after timeout_s per run.
+    Frames are grouped by keyframe; each group is one input of an ffmpeg run that seeks to its keyframe, a run
+    takes up to GROUPS_PER_RUN groups (at least one run per core while there are groups enough), and the runs
+    go in parallel as far as `workers` allows (each with a share of the cores). A group that comes back short
+    (a leading frame of an open GOP needs the GOP before) is retried alone from the keyframe before; a run that
+    fails retries its groups alone. Frames land in a temporary directory inside out_dir and are renamed into
+    place, so a reader sees whole files only; on failure or cancellation every process this call started is
+    killed and the temporary directory removed. Raises NotAVideo when a frame cannot be decoded, MediaTimeout
+    after timeout_s per run.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"invalid frame size {width}x{height}")
     groups = group_by_keyframe(index, wanted)
     if not groups:
         return
-    threads = max(1, cores // min(len(groups), cores))
+    runs = max(min(len(groups), cores), -(-len(groups) // GROUPS_PER_RUN))
+    threads = max(1, cores // min(runs, cores))
     tmp = out_dir / f".extract-{secrets.token_hex(6)}.tmp"
     # mkdir inline, not in a thread: a cancelled thread could create the directory after it was cleaned up.
     os.mkdir(tmp)
     try:
         async with asyncio.TaskGroup() as tasks:
-            for number, (keyframe, frames) in enumerate(groups):
-                tasks.create_task(_extract_group(video, found, index, keyframe, frames, width=width, height=height,
-                                                 threads=threads, work=tmp / str(number), out_dir=out_dir,
-                                                 workers=workers, timeout_s=timeout_s))
+            for run in range(runs):
+                batch = [(number, *groups[number]) for number in range(run, len(groups), runs)]
+                tasks.create_task(_extract_batch(video, found, index, batch, width=width, height=height,
+                                                 threads=threads, work=tmp, out_dir=out_dir, workers=workers,
+                                                 timeout_s=timeout_s))
     except BaseExceptionGroup as group:
         # One failure stopped the others; report the first real one as itself.
         first = group.exceptions[0]
@@ -178,23 +221,42 @@ async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: S
         await asyncio.shield(asyncio.to_thread(shutil.rmtree, tmp, True))
 
 
-async def _extract_group(video: Path, found: Probe, index: FrameIndex, keyframe: int, frames: list[int], *,
+async def _extract_batch(video: Path, found: Probe, index: FrameIndex, batch: list[tuple[int, int, list[int]]], *,
                          width: int, height: int, threads: int, work: Path, out_dir: Path,
                          workers: asyncio.Semaphore, timeout_s: float) -> None:
-    for attempt in range(2):
+    """One ffmpeg run for the (number, keyframe, frames) groups of batch; the ones it did not deliver, alone."""
+    for number, _, _ in batch:
+        os.mkdir(work / str(number))
+    args = batch_args(video, found, index, [(keyframe, frames, work / str(number)) for number, keyframe, frames in
+                                            batch], width=width, height=height, threads=threads)
+    async with workers:
+        result = await run_tool(args, timeout_s=timeout_s)
+    for number, keyframe, frames in batch:
+        group_dir = work / str(number)
+        if result.returncode == 0 and await asyncio.to_thread(_place, group_dir, frames, out_dir):
+            continue
+        shutil.rmtree(group_dir, ignore_errors=True)
+        before = bisect.bisect_left(index.keyframes, keyframe) - 1
+        # A clean run that came back short needs the GOP before; a failed run may have failed for another group.
+        starts = [keyframe] if result.returncode != 0 else []
+        starts += [index.keyframes[before]] if before >= 0 else []
+        await _extract_group(video, found, index, starts, frames, width=width, height=height, threads=threads,
+                             work=group_dir, out_dir=out_dir, workers=workers, timeout_s=timeout_s)
+
+
+async def _extract_group(video: Path, found: Probe, index: FrameIndex, starts: list[int], frames: list[int], *,
+                         width: int, height: int, threads: int, work: Path, out_dir: Path,
+                         workers: asyncio.Semaphore, timeout_s: float) -> None:
+    """frames decoded alone from each keyframe of starts in turn, until one run delivers them all."""
+    for keyframe in starts:
         os.mkdir(work)
         args = seek_args(video, found, index, keyframe, frames, width=width, height=height, threads=threads,
                          out_dir=work)
         async with workers:
             result = await run_tool(args, timeout_s=timeout_s)
-        written = await asyncio.to_thread(_place, work, frames, out_dir) if result.returncode == 0 else False
-        if written:
+        if result.returncode == 0 and await asyncio.to_thread(_place, work, frames, out_dir):
             return
         shutil.rmtree(work, ignore_errors=True)
-        before = bisect.bisect_left(index.keyframes, keyframe) - 1
-        if attempt or before < 0:
-            break
-        keyframe = index.keyframes[before]
     raise NotAVideo("Frames of the video could not be decoded; the file is damaged.")
 
 

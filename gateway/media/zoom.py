@@ -18,7 +18,8 @@ ZOOM_SHARE = 0.5
 def round_frames(total_frames: int, video_fps: float, nframes: int, spans: Sequence[Span] = ()) -> FrameSelection:
     """The frames of one round: select_frames (official) for uniform rounds and for videos up to LONG_VIDEO_S;
     for longer ones with spans, at least ZOOM_SHARE of nframes spread evenly over the spans' frames (in
-    proportion to their lengths, one each at least, never more than they have), the rest uniform over the video.
+    proportion to their lengths, one each at least, never more than they have), the rest evenly chosen among
+    a uniform round's frames (covering the whole video with frames already extracted).
     The declared fps stays the official average rate; the count stays even and within nframes + len(spans) + 1."""
     official = select_frames(total_frames, video_fps, nframes, spans)
     if not spans or total_frames / video_fps <= LONG_VIDEO_S:
@@ -30,7 +31,9 @@ def round_frames(total_frames: int, video_fps: float, nframes: int, spans: Seque
         return official
     picked = _spread(ranges, min(round(nframes * ZOOM_SHARE), inside), inside)
     rest = max(nframes - len(picked), 1)
-    picked.update(uniform_indices(total_frames, rest))
+    # The rest are every so many of a uniform round's frames: round 1 extracted those, so they come from the cache.
+    uniform = uniform_indices(total_frames, nframes)
+    picked.update(uniform[i] for i in uniform_indices(len(uniform), min(rest, len(uniform))))
     indices = sorted(picked)
     if len(indices) % FRAME_FACTOR:
         indices.append(indices[-1])

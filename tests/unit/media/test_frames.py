@@ -20,6 +20,7 @@ from gateway.media.framecache import FrameCache
 from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sampling import select_frames
+from gateway.media.zoom import round_frames
 from tests.support.clips import decoded_pts, frame_numbers, make_clip, make_numbered_clip
 
 LIMITS = ProbeLimits(max_duration_s=4 * 3600.0, max_side=7680, timeout_s=60.0)
@@ -118,6 +119,16 @@ async def test_frames_are_exactly_the_frames_asked_for(kind: str, tmp_path: Path
     assert {jpeg_size(jpeg) for jpeg in got.jpegs} == {(56, 28)}
 
 
+async def test_hundreds_of_frames_after_one_keyframe(tmp_path: Path) -> None:
+    # One GOP of 300 frames, 150 of them wanted: one select expression of 150 terms (ffmpeg's evaluator
+    # refuses a plain chain of about 100).
+    video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=300:scenecut=0"))
+    found = await probe(video, LIMITS)
+    wanted = list(range(0, 360, 2))
+    got = await cache().frames(video, found, wanted, width=56, height=28)
+    assert frame_numbers(list(got.jpegs)) == wanted
+
+
 def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Every ffmpeg/ffprobe command the frame cache runs from now on, in order (the real tool still runs)."""
     runs: list[list[str]] = []
@@ -131,6 +142,11 @@ def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return runs
 
 
+def seeks(runs: list[list[str]]) -> int:
+    """Inputs opened by these ffmpeg runs: one per keyframe decoded from."""
+    return sum(args.count("-i") for args in runs if args[0] == "ffmpeg")
+
+
 async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     video = video_dir(tmp_path, make_numbered_clip(12, 30, x264="keyint=60"))
@@ -140,7 +156,8 @@ async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
     first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
     assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
     ffmpeg_runs = [a for a in runs if a[0] == "ffmpeg"]
-    assert len(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
+    assert seeks(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
+    assert len(ffmpeg_runs) == 2  # one run per core, each seeking its keyframes from inputs of its own
     # A later round (or question, with a fresh cache over the same directory) reuses what is on disk.
     again = await cache().frames(video, found, [7, 300], width=56, height=28)
     assert again.jpegs == (first.jpegs[4], first.jpegs[3]) and len(runs) == len(ffmpeg_runs) + 1  # +1: index
@@ -157,7 +174,7 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
     runs = count_tool_runs(monkeypatch)
     wanted = [0, 90, 180, 270]
     results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
-    assert len(runs) == 4 and len({r.jpegs for r in results}) == 1
+    assert seeks(runs) == 4 and len(runs) == 2 and len({r.jpegs for r in results}) == 1
 
 
 # --- bounded work -------------------------------------------------------------------------------------
@@ -166,20 +183,34 @@ async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None
     clip = make_clip(3 * 3600.0, "64x36", 1, audio=False, extra=("-preset", "ultrafast", "-g", "250"))
     video = video_dir(tmp_path, clip)
     found = await probe(video, LIMITS)
-    cap = 96
-    frames = cache(max_frames=cap)
+    cap, per_round, workers = 96, 64, 2
+    frames = cache(max_frames=cap, workers=workers)
     total = len(await frames.index(video, found))
     assert total == 3 * 3600
-    peak = 0
+    # Watched while the rounds run, not only between them: files on disk (the temporary ones too) and ffmpeg runs.
+    peak_files = peak_runs = 0
+    watching = True
+
+    async def watch() -> None:
+        nonlocal peak_files, peak_runs
+        while watching:
+            peak_files = max(peak_files, len(all_files(video.parent / "frames")))
+            peak_runs = max(peak_runs, len(live_pids(token=str(video.parent / "frames"))))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
     spans = [(), ((600.0, 660.0),), ((3000.0, 3100.0), (9000.0, 9050.0)), ((100.0, 130.0),), ()]
     for round_spans in spans:
-        selection = select_frames(total, found.fps, 64, round_spans)
+        selection = round_frames(total, found.fps, per_round, round_spans)  # as the perception loop picks them
         got = await frames.frames(video, found, list(selection.indices), width=56, height=28)
-        assert len(got.jpegs) == len(selection.indices) <= 64 + 4
+        assert len(got.jpegs) == len(selection.indices) <= per_round + 4  # in memory: one round's frames
         on_disk = all_files(video.parent / "frames")
-        peak = max(peak, len(on_disk))
+        assert len(on_disk) <= cap + 1  # between rounds: the cap and index.json
         assert not any(".tmp" in name for name in on_disk)
-    assert peak <= cap + 1  # the frames and index.json, never more
+    watching = False
+    await watcher
+    assert peak_files <= cap + per_round + 4 + 1  # during a round: the cap, that round's new frames, the index
+    assert 0 < peak_runs <= workers
 
 
 # --- cancel and timeout: every process gone, no partial file ------------------------------------------

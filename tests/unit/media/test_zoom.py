@@ -40,3 +40,13 @@ def test_a_segment_shorter_than_its_share_gets_every_frame_once() -> None:
     zoomed = round_frames(3600 * 30, 30.0, 64, [(100.0, 100.5)])
     assert set(range(3000, 3016)) <= set(zoomed.indices)
     assert len(zoomed.indices) - len(set(zoomed.indices)) <= 1  # only the even-count padding repeats
+
+
+@pytest.mark.parametrize("hours", [1, 3])
+def test_a_long_glue_round_covers_the_video_with_frames_round_one_extracted(hours: int) -> None:
+    total, fps, spans = hours * 3600 * 30, 30.0, [(600.0, 660.0)]
+    uniform = set(select_frames(total, fps, 64).indices)
+    zoomed = round_frames(total, fps, 64, spans)
+    outside = set(zoomed.indices) - {i for i in zoomed.indices if 600 * fps <= i <= 660 * fps}
+    # Only the zoomed frames are new; the ones covering the rest of the video come from the cache.
+    assert len(outside) >= 64 * (1 - ZOOM_SHARE) - 1 and outside <= uniform
