@@ -136,13 +136,27 @@ def test_a_client_leaving_a_plain_stream_closes_vllms_response(gateway_factory: 
 # --- questions about a video ----------------------------------------------------------------------------------------
 
 
-def test_vllm_refusing_round_one_is_a_plain_error_response(gateway_factory: GatewayFactory) -> None:
-    # Nothing was produced yet: the headers were held back, so the failure is an ordinary 503.
+def test_vllm_refusing_round_one_non_streamed_is_a_plain_503(gateway_factory: GatewayFactory) -> None:
     gw, vllm = gateway(gateway_factory, error_reply(503, "engine dead"))
-    response = post(gw, about_video())
+    response = post(gw, about_video(stream=False))
     assert response.status_code == 503, response.text
     assert response.json()["error"]["type"] == "service_unavailable"
     assert response.headers["retry-after"] == "5"
+    assert len(vllm.requests) == 1
+
+
+def test_a_streamed_answer_says_it_started_before_vllm_refuses_round_one(gateway_factory: GatewayFactory) -> None:
+    # The video was accepted and the question admitted, so the stream opened with a progress line at once; vLLM's
+    # refusal then travels as an error event (the openai SDK raises it), never as an answer.
+    gw, vllm = gateway(gateway_factory, error_reply(503, "engine dead"))
+    response = post(gw, about_video())
+    assert response.status_code == 200, response.text
+    found = events(response)
+    first = next(e for e in found if e != "[DONE]" and e.get("choices") and e["choices"][0]["delta"].get(
+        "reasoning_content"))
+    assert first["choices"][0]["delta"]["reasoning_content"].startswith("Watching the video (")
+    assert_error_event(found, "service_unavailable", "backend_unavailable")
+    assert not any(e != "[DONE]" and e.get("choices") and e["choices"][0]["delta"].get("content") for e in found)
     assert len(vllm.requests) == 1
 
 
@@ -180,7 +194,7 @@ def test_a_silent_round_gets_keepalives_then_times_out_with_an_event(gateway_fac
 
 def test_a_round_silent_from_the_start_times_out_as_a_504(gateway_factory: GatewayFactory) -> None:
     gw, _ = gateway(gateway_factory, stream_reply([], then=[STALL]), round_timeout_s=1.0)
-    response = post(gw, about_video())
+    response = post(gw, about_video(stream=False))
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
 

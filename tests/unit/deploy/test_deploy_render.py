@@ -27,7 +27,7 @@ def test_render_check_command_passes() -> None:
 
 @pytest.mark.parametrize(("name", "old", "new"), [
     ("docker-compose.yml", '- "--max-loras"\n      - "4"', '- "--max-loras"\n      - "8"'),
-    ("k8s/base/vllm.yaml", '- "--max-model-len"\n            - "8192"', '- "--max-model-len"\n            - "16384"'),
+    ("k8s/base/vllm.yaml", '- "--max-model-len"\n            - "40960"', '- "--max-model-len"\n            - "16384"'),
     ("k8s/base/config.yaml", 'VCHAT_MAX_FRAMES: "512"', 'VCHAT_MAX_FRAMES: "32"'),
 ])
 def test_a_hand_edit_of_a_generated_block_is_caught(name: str, old: str, new: str) -> None:
