@@ -9,7 +9,7 @@ from typing import TypedDict
 import httpx2
 from fastapi import Depends, FastAPI
 
-from gateway.api.admission import Admission
+from gateway.api.admission import AUTO_FLOOR, Admission, AutoSize
 from gateway.api.deps import require_api_key
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -30,6 +30,7 @@ class State(TypedDict):
     perception: PerceptionLoop | None
     gemini: GeminiBackend | None
     admission: Admission
+    auto_size: AutoSize | None
 
 
 def gemini_config(settings: Settings) -> GeminiConfig:
@@ -69,8 +70,10 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                 stack.callback(client.close)
                 gemini = GeminiBackend(client, config)
                 stack.push_async_callback(gemini.aclose)
-            admission = Admission(settings.max_active_jobs, settings.max_queued_jobs, app_metrics)
-            yield State(vllm=vllm, media=media, perception=perception, gemini=gemini, admission=admission)
+            admission = Admission(settings.max_active_jobs or AUTO_FLOOR, settings.max_queued_jobs, app_metrics)
+            auto_size = AutoSize(admission, vllm) if vllm is not None and settings.max_active_jobs is None else None
+            yield State(vllm=vllm, media=media, perception=perception, gemini=gemini, admission=admission,
+                        auto_size=auto_size)
 
     app = FastAPI(
         title="vChat gateway",

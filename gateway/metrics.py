@@ -34,6 +34,8 @@ class Metrics:
         self.vllm_call_seconds = Histogram("vchat_vllm_call_seconds", "Duration of one round's vLLM call.",
                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.jobs_active = Gauge("vchat_jobs_active", "Perception jobs running.", registry=self.registry)
+        self.jobs_limit = Gauge("vchat_jobs_limit", "Perception jobs admitted at once (VCHAT_MAX_ACTIVE_JOBS or "
+                                "sized from vLLM's KV cache).", registry=self.registry)
         self.jobs_queued = Gauge("vchat_jobs_queued", "Perception jobs waiting for a slot.", registry=self.registry)
         self.answers = Counter("vchat_answers", "Video answers, by outcome.", ["outcome"], registry=self.registry)
         self.background_prompts = Counter(

@@ -107,7 +107,10 @@ class Settings(BaseSettings):
         2.0, gt=0, description="A streamed answer silent this long gets an SSE keep-alive comment (proxies keep "
         "the stream open; a client that left is noticed at once).",
     )
-    max_active_jobs: int = Field(16, ge=1, description="Perception jobs running at once.")
+    max_active_jobs: int | None = Field(
+        None, ge=1, description="Perception jobs running at once; empty: sized from vLLM's KV cache when vLLM first "
+        "answers (its full-context sequences, 16 to 256; 16 until then).",
+    )
     max_queued_jobs: int = Field(32, ge=0, description="Jobs waiting for a slot; beyond it requests get 429.")
 
     # --- Gemini (optional; merged with the local model, or alone) ---

@@ -63,7 +63,9 @@ PLACEHOLDER_SECRETS = {"VCHAT_GEMINI_API_KEY": "Gemini API key; when set, Gemini
 REQUIRED_SECRETS = {"VCHAT_API_KEYS"}
 
 LAUNCH = {"vllm_host": "0.0.0.0", "media_dir": Path(MEDIA_DIR), "adapters_dir": Path(ADAPTERS_DIR)}
-GATEWAY = {"host": "0.0.0.0", "port": GATEWAY_PORT}  # and what it shares with vLLM: shared_with_vllm()
+# and what it shares with vLLM: shared_with_vllm(). Deployments pin the jobs at once (not sized from vLLM's KV cache)
+# so that the media volume's size limit holds: VCHAT_MEDIA_CACHE_BYTES + jobs × VCHAT_MEDIA_MAX_BYTES.
+GATEWAY = {"host": "0.0.0.0", "port": GATEWAY_PORT, "max_active_jobs": 16}
 # Every replica serves any adapter folder under ADAPTERS_DIR on first use (REFERENCE.md §2, filesystem resolver),
 # so adapters need no restart and no per-replica loading; vLLM phones nothing home.
 VLLM_DEPLOY_ENV = {

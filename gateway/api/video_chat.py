@@ -12,7 +12,7 @@ from typing import Any, cast
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway.api.admission import Admission
+from gateway.api.admission import Admission, AutoSize
 from gateway.api.answers import AnswerBuilder, merge
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
@@ -101,6 +101,8 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if loop is not None and (auto_size := cast(AutoSize | None, state.auto_size)) is not None:
+        await auto_size.ensure(req.model)
     job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, body.stream)
     if not body.stream:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,6 +29,27 @@ class ServedModel:
     parent: str | None
     root: str | None
     max_model_len: int | None
+
+
+_INFO_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def kv_concurrency(metrics_text: str, context: int) -> int | None:
+    """How many ``context``-token sequences vLLM's KV cache holds at once, from its Prometheus text
+    (``vllm:cache_config_info``): vLLM's own ``kv_cache_max_concurrency`` where it says it, else GPU blocks × block
+    size ÷ context; None when neither is there."""
+    for line in metrics_text.splitlines():
+        if not line.startswith("vllm:cache_config_info{"):
+            continue
+        labels = dict(_INFO_LABEL.findall(line))
+        try:
+            return int(float(labels["kv_cache_max_concurrency"]))
+        except (KeyError, ValueError):
+            pass
+        blocks, size = labels.get("num_gpu_blocks", ""), labels.get("block_size", "")
+        if blocks.isdigit() and size.isdigit():
+            return int(blocks) * int(size) // context
+    return None
 
 
 class VllmBackend:
@@ -67,6 +89,11 @@ class VllmBackend:
             if any(m.id == model for m in served):
                 return next((m.max_model_len for m in served if m.max_model_len), None)
         return None
+
+    async def kv_concurrency(self, context: int) -> int | None:
+        """Sequences of ``context`` tokens vLLM's KV cache holds at once; None when its /metrics does not say."""
+        response = await self._get("/metrics", "answer /metrics", self._timeout_s)
+        return kv_concurrency(response.text, context) if response.status_code == 200 else None
 
     async def _served(self, max_age_s: float) -> list[ServedModel]:
         now = time.monotonic()

@@ -118,6 +118,8 @@ class FakeVllm:
     replies: list[Reply]
     max_model_len: int = 8192
     health: int = 200
+    metrics: str = ""  # vLLM's /metrics text (Prometheus)
+    metrics_asked: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
@@ -127,6 +129,9 @@ class FakeVllm:
             card = {"id": MODEL, "object": "model", "created": 0, "owned_by": "vllm", "root": MODEL, "parent": None,
                     "max_model_len": self.max_model_len}
             return httpx2.Response(200, json={"object": "list", "data": [card]})
+        if request.url.path == "/metrics":
+            self.metrics_asked += 1
+            return httpx2.Response(200, text=self.metrics)
         if request.url.path != "/v1/chat/completions":
             return httpx2.Response(404, json=vllm_error(404, "not found"))
         self.requests.append(json.loads(request.content))
