@@ -74,8 +74,9 @@ class AutoSize:
     another's KV blocks, between ``AUTO_FLOOR`` and ``AUTO_CEILING``. Until then (and if vLLM's /metrics never says)
     ``AUTO_FLOOR`` jobs run at once."""
 
-    def __init__(self, admission: Admission, vllm: VllmBackend, retry_s: float = 30.0) -> None:
-        self.admission, self.vllm, self.retry_s = admission, vllm, retry_s
+    def __init__(self, admission: Admission, vllm: VllmBackend, retry_s: float = 30.0,
+                 look_timeout_s: float = 5.0) -> None:
+        self.admission, self.vllm, self.retry_s, self.look_timeout_s = admission, vllm, retry_s, look_timeout_s
         self.sized = False
         self._next_try = 0.0
 
@@ -85,9 +86,11 @@ class AutoSize:
             return
         self._next_try = time.monotonic() + self.retry_s
         try:
-            context = await self.vllm.max_model_len(model)
-            sequences = await self.vllm.kv_concurrency(context) if context else None
-        except VChatError:
+            # A bounded look: a question never waits long on it (a vLLM behind a proxy may answer /metrics slowly).
+            async with asyncio.timeout(self.look_timeout_s):
+                context = await self.vllm.max_model_len(model)
+                sequences = await self.vllm.kv_concurrency(context) if context else None
+        except (VChatError, TimeoutError):
             return
         if sequences is None:
             return

