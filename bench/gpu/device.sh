@@ -52,8 +52,11 @@ export VCHAT_MODEL=/tmp/up/m7 VCHAT_DEVICE=gpu VCHAT_VLLM_PYTHON=$(command -v py
 export VCHAT_VLLM_EXTRA_ARGS=${BENCH_VLLM_EXTRA:-'["--load-format","dummy","--no-enable-prefix-caching","--mm-processor-cache-gb","0"]'}
 if [ "$STEP" = all ]; then
   mkdir -p /tmp/vchat/adapters /tmp/vchat/media
-  python3 -m vllm_launch --print-args > "$OUTD/vllm_args.json" 2>&1; tr -d '\n' < "$OUTD/vllm_args.json" | cut -c1-1500; echo
-  setsid nohup python3 -m vllm_launch --no-install > /tmp/up/launcher.log 2>&1 < /dev/null &
+  # From the project root with the project on the path: vllm_launch is the project's, vLLM the carried wheels'.
+  cd "$ROOT"
+  PYTHONPATH="$ROOT:/tmp/site" python3 -m vllm_launch --print-args > "$OUTD/vllm_args.json" 2>&1
+  tr -d '\n' < "$OUTD/vllm_args.json" | cut -c1-1500; echo
+  PYTHONPATH="$ROOT:/tmp/site" setsid nohup python3 -m vllm_launch --no-install > /tmp/up/launcher.log 2>&1 < /dev/null &
   LPID=$!; say "vllm_launch started (pid $LPID)"
   mkdir -p /tmp/www /tmp/cap && cp /tmp/up/clip1080.mp4 /tmp/www/
   # Copies with other bytes (a metadata tag) are new videos to the gateway: each cold run sees a video for the first time.
@@ -65,7 +68,9 @@ if [ "$STEP" = all ]; then
   ok=0
   for i in $(seq 1 300); do
     if curl -sf 127.0.0.1:8001/health >/dev/null; then ok=1; say "vLLM healthy"; break; fi
-    if ! kill -0 $LPID 2>/dev/null; then say "vllm_launch exited"; break; fi
+    # An exited launcher may linger as a zombie (kill -0 still succeeds): ask ps for its state.
+    st=$(ps -o stat= -p $LPID 2>/dev/null | cut -c1)
+    if [ -z "$st" ] || [ "$st" = Z ]; then say "vllm_launch exited: $(tail -3 /tmp/up/launcher.log)"; break; fi
     [ $(date +%s) -gt $((BENCH_DEADLINE - 60)) ] && { say "vLLM not healthy before the deadline"; break; }
     sleep 2
   done

@@ -1,0 +1,152 @@
+"""`python -m bench.gpu prepare | plan | report DIR` (see bench/gpu/README.md).
+
+prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 62 MiB parts and their sha256 manifest.
+plan     prints the commands that carry the parts and run the benchmark on the GPU machine, one per call.
+report   reads what came back (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json), writes
+         bench/results/gpu-DATE.json and the table in bench/README.md between its gpu-table markers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTS = ROOT / ".gpu"
+START, END = "<!-- gpu-table:start -->", "<!-- gpu-table:end -->"
+
+
+def prepare() -> int:
+    return subprocess.call(["bash", str(ROOT / "bench/gpu/prepare.sh")], cwd=ROOT)
+
+
+def plan() -> int:
+    parts = sorted(json.loads((PARTS / "manifest.json").read_text()))
+    for part in parts[:-1]:
+        print(f"carry [.gpu/{part}, .gpu/manifest.json]:  "
+              f"mkdir -p /tmp/up && cp .gpu/{part} .gpu/manifest.json /tmp/up/")
+    last = parts[-1]
+    print(f"carry [.gpu/{last}, .gpu/manifest.json]:  mkdir -p /tmp/up && cp .gpu/{last} .gpu/manifest.json /tmp/up/ "
+          "&& BENCH_BUDGET_S=560 bash bench/gpu/device.sh")
+    print("then, on the same machine:  BENCH_STEP=hf BENCH_BUDGET_S=300 bash bench/gpu/device.sh")
+    return 0
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3g}{unit}" if abs(value) < 10 else f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def table(result: dict[str, Any]) -> str:
+    """The bench/README.md table: one row per figure, gateway and direct side by side, the ratio, the target."""
+    gw, hf, ratios = result["gateway"], result.get("hf") or {}, result["gateway"].get("ratios", {})
+    rows = [("figure", "gateway", "direct vLLM / reference", "ratio", "target")]
+    for n in (16, 64, 128):
+        r = gw.get(f"round_{n}f") or {}
+        size = "x".join(map(str, r["frame_size"])) if r.get("frame_size") else "?"
+        rows.append((f"one round, max_frames {n} ({_fmt(r.get('frames_sent'))} frames {size}, "
+                     f"{_fmt(r.get('visual_tokens'))} visual tokens), p50",
+                     _fmt(r.get("gateway_p50_s"), " s"), _fmt(r.get("direct_p50_s"), " s"),
+                     _fmt(ratios.get(f"round_{n}f_gateway_over_direct")), "≤ 1.02"))
+    rows.append(("3 rounds, warm, p50", _fmt(_get(gw, "loop_3r", "gateway_p50_s"), " s"),
+                 _fmt(_get(gw, "loop_3r", "direct_p50_s"), " s"), _fmt(ratios.get("loop_3r_gateway_over_direct")),
+                 "≤ 1.02"))
+    rows.append(("3-round answer, cold (new video) vs warm (cached), p50", _fmt(_get(gw, "cold_3r", "p50_s"), " s"),
+                 _fmt(_get(gw, "warm_3r", "p50_s"), " s") + " warm", _fmt(ratios.get("cold_over_warm_3r")),
+                 "≤ 1.1"))
+    rows.append(("first streamed byte / first reasoning text, cached video, p50",
+                 _fmt(_get(gw, "stream_3r", "first_chunk_p50_s"), " s"),
+                 _fmt(_get(gw, "stream_3r", "first_reasoning_p50_s"), " s"), "—", "≤ 0.3 s"))
+    for n in (32, 8):
+        c = gw.get(f"conc{n}_3r") or {}
+        rows.append((f"{n} concurrent 3-round questions: answers/s (errors)",
+                     f"{_fmt(_get(c, 'gateway', 'answers_per_s'))} ({_fmt(_get(c, 'gateway', 'n_errors'))})",
+                     f"{_fmt(_get(c, 'direct', 'answers_per_s'))} ({_fmt(_get(c, 'direct', 'n_errors'))})",
+                     _fmt(ratios.get(f"conc{n}_3r_throughput_gateway_over_direct")), "≥ 0.98, 0 errors"))
+    lora = gw.get("lora_1r") or {}
+    rows.append(("a round by a rank-16 LoRA's name (hot-loaded by /admin/adapters), p50",
+                 _fmt(lora.get("gateway_p50_s"), " s"), _fmt(lora.get("direct_p50_s"), " s"),
+                 _fmt(ratios.get("lora_1r_gateway_over_direct")), "≤ 1.02"))
+    rows.append(("LoRA round vs the base model's, both direct", _fmt(lora.get("direct_p50_s"), " s"),
+                 _fmt(lora.get("direct_base_model_p50_s"), " s"), _fmt(ratios.get("lora_over_base_direct")), "—"))
+    for n in (16, 64):
+        h = hf.get(f"hf_round_{n}f") or {}
+        v = gw.get(f"round_{n}f") or {}
+        speed = round(h["p50_s"] / v["direct_p50_s"], 2) if h.get("p50_s") and v.get("direct_p50_s") else None
+        rows.append((f"HF transformers `generate`, {n} frames, 256 tokens (the seed's way) vs vLLM",
+                     _fmt(h.get("p50_s"), " s"), _fmt(v.get("direct_p50_s"), " s"),
+                     f"{_fmt(speed)}× faster" if speed else "—", "—"))
+    measured = [row for row in rows[1:] if row[1].strip("—() ") or row[2].strip("—() warm")]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in measured]
+    missing = [row[0].split(" (")[0] for row in rows[1:] if row not in measured]
+    if missing:
+        lines += ["", "Not measured in this run: " + "; ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def report(folder: Path) -> int:
+    gateway = json.loads((folder / "bench_gateway.json").read_text())
+    hf_path = folder / "bench_hf.json"
+    env = (folder / "env.txt").read_text() if (folder / "env.txt").exists() else ""
+    args = (folder / "vllm_args.json").read_text() if (folder / "vllm_args.json").exists() else ""
+    date = datetime.date.today().isoformat()
+    result = {
+        "date": date,
+        "weights": "random weights of the real shape (Qwen2.5-VL-7B, --load-format dummy)",
+        "environment": env.strip().splitlines(),
+        "vllm_args": args.strip(),
+        "gateway": gateway,
+        "hf": json.loads(hf_path.read_text()) if hf_path.exists() else None,
+    }
+    out = ROOT / "bench/results" / f"gpu-{date}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    readme = ROOT / "bench/README.md"
+    text = readme.read_text()
+    head = (f"Measured {date} on {(env.splitlines() or ['?'])[0]}; {_vllm_line(env)}; "
+            f"random weights of the real shape; {gateway['config']['max_tokens_per_round']} tokens a round; "
+            f"raw figures in `bench/results/{out.name}`.\n\n")
+    block = START + "\n" + head + table(result) + END
+    text = text[: text.index(START)] + block + text[text.index(END) + len(END):] if START in text else \
+        text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
+    print(f"wrote {out.relative_to(ROOT)} and the table in bench/README.md")
+    return 0
+
+
+def _vllm_line(env: str) -> str:
+    for line in env.splitlines():
+        if line.startswith("vllm "):
+            return " ".join(line.split()[:2]).replace("vllm", "vLLM")
+    return "vLLM ?"
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["prepare"]:
+        return prepare()
+    if argv[:1] == ["plan"]:
+        return plan()
+    if argv[:1] == ["report"] and len(argv) == 2:
+        return report(Path(argv[1]))
+    sys.stderr.write(__doc__ or "")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
