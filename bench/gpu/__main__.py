@@ -100,7 +100,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(folder: Path) -> int:
+def report(folder: Path, root: Path = ROOT) -> int:
     gateway = json.loads((folder / "bench_gateway.json").read_text())
     hf_path = folder / "bench_hf.json"
     env = (folder / "env.txt").read_text() if (folder / "env.txt").exists() else ""
@@ -114,10 +114,10 @@ def report(folder: Path) -> int:
         "gateway": gateway,
         "hf": json.loads(hf_path.read_text()) if hf_path.exists() else None,
     }
-    out = ROOT / "bench/results" / f"gpu-{date}.json"
+    out = root / "bench/results" / f"gpu-{date}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    readme = ROOT / "bench/README.md"
+    readme = root / "bench/README.md"
     text = readme.read_text()
     head = (f"Measured {date} on {(env.splitlines() or ['?'])[0]}; {_vllm_line(env)}; "
             f"random weights of the real shape; {gateway['config']['max_tokens_per_round']} tokens a round; "
@@ -126,7 +126,7 @@ def report(folder: Path) -> int:
     text = text[: text.index(START)] + block + text[text.index(END) + len(END):] if START in text else \
         text.rstrip("\n") + "\n\n" + block + "\n"
     readme.write_text(text)
-    print(f"wrote {out.relative_to(ROOT)} and the table in bench/README.md")
+    print(f"wrote {out.relative_to(root)} and the table in bench/README.md")
     return 0
 
 
