@@ -44,7 +44,10 @@ def live_pids(*, token: str | None = None, pgid: int | None = None) -> list[int]
 
 
 def all_files(directory: Path) -> list[str]:
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+    """Every file under directory now; a folder removed while it is walked (an extraction finishing as a watcher
+    looks) is skipped, not an error."""
+    return sorted(str(Path(root, name).relative_to(directory)) for root, _, names in os.walk(directory)
+                  for name in names)
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 30) -> None:
