@@ -190,7 +190,8 @@ class MediaStore:
             self._evict_again = False
             try:
                 await self.evict()
-            except Exception:
+            except OSError:
+                # The disk said no (a file in use, a permission): the next store retries; the loop must not die.
                 logger.exception("media cache eviction failed")
             if not self._evict_again or self._closed:
                 return
