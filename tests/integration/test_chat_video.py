@@ -309,3 +309,18 @@ def test_client_leaving_a_plain_chat_stream_aborts_it_in_vllm(vllm: VllmHandle,
     name = re.escape(f"chatcmpl-{rid}")
     aborted = re.compile(rf"(Aborted request\(s\) {name}|Request {name}\S* aborted)")
     wait_until(lambda: aborted.search(vllm.log_since(offset)), 60, lambda: vllm.log_since(offset)[-2000:])
+
+
+def test_admission_is_sized_from_the_real_vllms_kv_cache(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                         origin: Origin, clip: Path) -> None:
+    # VCHAT_MAX_ACTIVE_JOBS empty: the first video question reads vLLM-CPU's own /metrics and admits as many jobs as
+    # vLLM says its KV cache holds full-context sequences (16..256).
+    from gateway.api.admission import AUTO_CEILING, AUTO_FLOOR
+
+    gw = gateway_factory(vllm_url=vllm.base_url)
+    said = re.search(r'kv_cache_max_concurrency="([\d.]+)"', httpx.get(f"{vllm.base_url}/metrics").text)
+    assert said, "vLLM-CPU's /metrics no longer says kv_cache_max_concurrency"
+    expected = min(max(int(float(said[1])), AUTO_FLOOR), AUTO_CEILING)
+    ask(gw, [video_part(origin.file("/sized.mp4", clip.read_bytes())), {"type": "text", "text": QUESTION}],
+        iterations=1)
+    assert f"vchat_jobs_limit {float(expected)}" in httpx.get(f"{gw.url}/metrics").text
