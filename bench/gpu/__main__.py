@@ -2,7 +2,7 @@
 
 prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 62 MiB parts and their sha256 manifest.
 plan     prints the commands that carry the parts and run the benchmark on the GPU machine, one per call.
-report   reads what came back (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json), writes
+report   reads what came back (one folder per call, in the order they ran: later steps replace earlier) (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json), writes
          bench/results/gpu-DATE.json and the table in bench/README.md between its gpu-table markers.
 """
 
@@ -69,6 +69,14 @@ def table(result: dict[str, Any]) -> str:
     rows.append(("3-round answer, cold (new video) vs warm (cached), p50", _fmt(_get(gw, "cold_3r", "p50_s"), " s"),
                  _fmt(_get(gw, "warm_3r", "p50_s"), " s") + " warm", _fmt(ratios.get("cold_over_warm_3r")),
                  "≤ 1.1"))
+    cold = gw.get("cold_3r") or {}
+    if cold.get("video_s_p50") is not None:
+        frames = cold.get("frames_s_p50_by_round") or [None]
+        warm_frames = (_get(gw, "warm_3r", "frames_s_p50_by_round") or [None])[0]
+        rows.append(("cold answer's media work: getting the video (fetch, sanitize) + round 1's frames (index, "
+                     "extraction) vs round 1's frames when cached, p50",
+                     f"{_fmt(cold.get('video_s_p50'), ' s')} + {_fmt(frames[0], ' s')}",
+                     _fmt(warm_frames, " s") + " cached", "—", "—"))
     rows.append(("first streamed byte / first reasoning text, cached video, p50",
                  _fmt(_get(gw, "stream_3r", "first_chunk_p50_s"), " s"),
                  _fmt(_get(gw, "stream_3r", "first_reasoning_p50_s"), " s"), "—", "≤ 0.3 s"))
@@ -100,11 +108,32 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(folder: Path, root: Path = ROOT) -> int:
-    gateway = json.loads((folder / "bench_gateway.json").read_text())
-    hf_path = folder / "bench_hf.json"
-    env = (folder / "env.txt").read_text() if (folder / "env.txt").exists() else ""
-    args = (folder / "vllm_args.json").read_text() if (folder / "vllm_args.json").exists() else ""
+def merge_gateway(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """bench_gateway.json of several calls on one machine (one vLLM, one gateway) as one: a later call's steps
+    replace an earlier one's, ratios are joined, and a step is skipped only if no call ran it."""
+    merged: dict[str, Any] = {}
+    ratios: dict[str, Any] = {}
+    skipped: list[str] = []
+    steps: dict[str, Any] = {}
+    for part in parts:
+        merged |= {k: v for k, v in part.items() if k not in ("ratios", "skipped", "step_seconds")}
+        ratios |= part.get("ratios", {})
+        steps |= part.get("step_seconds", {})
+        skipped += [name for name in part.get("skipped", []) if name not in skipped]
+    merged["ratios"], merged["step_seconds"] = ratios, steps
+    merged["skipped"] = [name for name in skipped if name not in steps]
+    return merged
+
+
+def report(folders: list[Path], root: Path = ROOT) -> int:
+    """The results of one or more calls' folders (in the order they ran) as bench/results/gpu-DATE.json + table."""
+    gateway = merge_gateway([json.loads((f / "bench_gateway.json").read_text()) for f in folders
+                             if (f / "bench_gateway.json").exists()])
+    hf_path = next((f / "bench_hf.json" for f in reversed(folders) if (f / "bench_hf.json").exists()), None)
+    env_path = next((f / "env.txt" for f in folders if (f / "env.txt").exists()), None)
+    args_path = next((f / "vllm_args.json" for f in folders if (f / "vllm_args.json").exists()), None)
+    env = env_path.read_text() if env_path else ""
+    args = args_path.read_text() if args_path else ""
     date = datetime.date.today().isoformat()
     result = {
         "date": date,
@@ -112,7 +141,7 @@ def report(folder: Path, root: Path = ROOT) -> int:
         "environment": env.strip().splitlines(),
         "vllm_args": args.strip(),
         "gateway": gateway,
-        "hf": json.loads(hf_path.read_text()) if hf_path.exists() else None,
+        "hf": json.loads(hf_path.read_text()) if hf_path else None,
     }
     out = root / "bench/results" / f"gpu-{date}.json"
     out.parent.mkdir(exist_ok=True)
@@ -142,8 +171,8 @@ def main(argv: list[str]) -> int:
         return prepare()
     if argv[:1] == ["plan"]:
         return plan()
-    if argv[:1] == ["report"] and len(argv) == 2:
-        return report(Path(argv[1]))
+    if argv[:1] == ["report"] and len(argv) >= 2:
+        return report([Path(a) for a in argv[1:]])
     sys.stderr.write(__doc__ or "")
     return 2
 

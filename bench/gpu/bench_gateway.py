@@ -87,6 +87,7 @@ def ask(iters: int, *, frames: int | None = None, model: str = MODEL, question: 
                 "visual_tokens",
                 "sample_fps",
                 "seconds",
+                "frames_seconds",
                 "usage",
                 "finish_reason",
             )
@@ -97,6 +98,8 @@ def ask(iters: int, *, frames: int | None = None, model: str = MODEL, question: 
         "wall_s": round(wall, 3),
         "rounds": rounds,
         "round_s_sum": round(sum(x["seconds"] or 0 for x in rounds), 3),
+        "video_s": p.get("video_seconds"),
+        "frames_s_sum": round(sum(x["frames_seconds"] or 0 for x in rounds), 3),
         "usage": r.usage.model_dump() if r.usage else None,
         "warnings": p.get("warnings"),
     }
@@ -240,6 +243,9 @@ def s_cold():
         "p50_s": p50([r["wall_s"] for r in runs]),
         "runs": runs,
         "outside_rounds_s": p50([r["wall_s"] - r["round_s_sum"] for r in runs]),
+        # The media split: getting the video (fetch, sanitize) and each round's frames (index, extraction).
+        "video_s_p50": p50([r["video_s"] or 0 for r in runs]),
+        "frames_s_p50_by_round": [p50([r["rounds"][k]["frames_seconds"] or 0 for r in runs]) for k in range(3)],
     }
     log("cold", [r["wall_s"] for r in runs], runs[0]["rounds"][:1])
 
@@ -250,6 +256,9 @@ def s_warm():
         "p50_s": p50([r["wall_s"] for r in runs]),
         "runs": runs,
         "outside_rounds_s": p50([r["wall_s"] - r["round_s_sum"] for r in runs]),
+        # The media split: getting the video (fetch, sanitize) and each round's frames (index, extraction).
+        "video_s_p50": p50([r["video_s"] or 0 for r in runs]),
+        "frames_s_p50_by_round": [p50([r["rounds"][k]["frames_seconds"] or 0 for r in runs]) for k in range(3)],
     }
     res.setdefault("ratios", {})["cold_over_warm_3r"] = ratio(res["cold_3r"]["p50_s"], res["warm_3r"]["p50_s"])
     log("warm", [r["wall_s"] for r in runs], res["ratios"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.gpu.__main__ import END, START, report, table
+from bench.gpu.__main__ import END, START, merge_gateway, report, table
 
 RUN = {
     "config": {"max_tokens_per_round": 256},
@@ -41,7 +41,7 @@ def test_report_writes_the_json_and_replaces_only_its_block(tmp_path: Path) -> N
     root = tmp_path / "repo"
     (root / "bench").mkdir(parents=True)
     (root / "bench/README.md").write_text(f"# bench\n\nbefore\n\n{START}\nold table\n{END}\n\nafter\n")
-    assert report(came_back, root) == 0
+    assert report([came_back], root) == 0
     readme = (root / "bench/README.md").read_text()
     assert "old table" not in readme and readme.count(START) == 1
     assert readme.startswith("# bench\n\nbefore\n\n") and readme.endswith(f"{END}\n\nafter\n")
@@ -51,3 +51,21 @@ def test_report_writes_the_json_and_replaces_only_its_block(tmp_path: Path) -> N
     assert result["gateway"]["ratios"]["loop_3r_gateway_over_direct"] == 1.002
     assert result["weights"].startswith("random weights of the real shape")
     assert result["hf"] is None
+
+
+def test_calls_that_ran_different_steps_merge_into_one_result() -> None:
+    first = {**RUN, "step_seconds": {"cold": 25.0, "frames": 70.0}, "skipped": ["conc32_3r", "conc8_3r"]}
+    later = {"config": RUN["config"], "conc32_3r": {"gateway": {"answers_per_s": 4.0}},
+             "ratios": {"conc32_3r_throughput_gateway_over_direct": 0.99}, "step_seconds": {"conc32_3r": 60.0},
+             "skipped": ["lora"]}
+    merged = merge_gateway([first, later])
+    assert merged["ratios"] == {**RUN["ratios"], "conc32_3r_throughput_gateway_over_direct": 0.99}
+    assert merged["skipped"] == ["conc8_3r", "lora"]  # conc32_3r ran in the later call
+    assert merged["cold_3r"] == RUN["cold_3r"] and merged["conc32_3r"]["gateway"]["answers_per_s"] == 4.0
+
+
+def test_the_cold_answers_media_work_is_its_own_row() -> None:
+    run = {**RUN, "cold_3r": {"p50_s": 8.6, "video_s_p50": 0.42, "frames_s_p50_by_round": [0.81, 0.05, 0.05]},
+           "warm_3r": {"p50_s": 7.2, "frames_s_p50_by_round": [0.06, 0.05, 0.05]}}
+    text = table({"gateway": run, "hf": None})
+    assert "| 0.42 s + 0.81 s | 0.06 s cached |" in text
