@@ -28,6 +28,16 @@ SEEK_MARGIN_S = 0.001
 # round of hundreds of keyframes spreads over a few runs per core. Each input holds a decoder's frames (a few
 # MB at 720p) until its run ends, which bounds the number.
 GROUPS_PER_RUN = 8
+# Opening an input (demuxer, decoder, seek) costs about as much as decoding this many frames of 720p (fewer of a
+# larger picture, more of a smaller one), so a group starting closer than that after the previous group's last
+# frame is decoded on from it (one input, one span) rather than seeked to. Dense sampling of a long video (512
+# frames of an hour: a frame or two per keyframe) becomes a few long spans, about a full decode split over the
+# cores, instead of hundreds of seeks.
+MERGE_GAP_FRAMES_720P = 250
+# Each input reads no further than this past its span's last wanted frame (-t): with several inputs in one run,
+# ffmpeg 5.1 now and then went on decoding an input to the end of the video after its output had every frame
+# (an hour's round took 5x a full decode). The slack covers frames an open GOP shows before its keyframe.
+READ_SLACK_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,39 @@ def group_by_keyframe(index: FrameIndex, wanted: Sequence[int]) -> list[tuple[in
     return list(groups.items())
 
 
+def merge_gap(width: int, height: int) -> int:
+    """MERGE_GAP_FRAMES_720P scaled to a video of width x height (decoding cost goes with the pixels)."""
+    return max(1, round(MERGE_GAP_FRAMES_720P * 1280 * 720 / max(1, width * height)))
+
+
+def plan_spans(index: FrameIndex, wanted: Sequence[int], *, cores: int, gap: int) -> list[tuple[int, list[int]]]:
+    """The wanted frames as spans to decode: (keyframe to start from, frames in order), one input each.
+
+    Keyframe groups follow each other in one span while the frames between a group's last wanted frame and the
+    next group's keyframe number fewer than gap; then spans are split back at group boundaries, largest first,
+    until there is one per core (where groups allow), so that long spans still decode in parallel.
+    """
+    spans: list[list[tuple[int, list[int]]]] = []
+    for keyframe, frames in group_by_keyframe(index, wanted):
+        if spans and keyframe - spans[-1][-1][1][-1] <= gap:
+            spans[-1].append((keyframe, frames))
+        else:
+            spans.append([(keyframe, frames)])
+    while len(spans) < cores:
+        widest = max(range(len(spans)), key=lambda n: _extent(spans[n]))
+        span = spans[widest]
+        if len(span) < 2:
+            break
+        # Split where the halves' extents (frames decoded) are closest.
+        cut = min(range(1, len(span)), key=lambda k: abs(_extent(span[:k]) - _extent(span[k:])))
+        spans[widest:widest + 1] = [span[:cut], span[cut:]]
+    return [(span[0][0], [frame for _, frames in span for frame in frames]) for span in spans]
+
+
+def _extent(span: Sequence[tuple[int, list[int]]]) -> int:
+    return span[-1][1][-1] - span[0][0] + 1
+
+
 def seek_args(video: Path, found: Probe, index: FrameIndex, keyframe: int, frames: Sequence[int], *,
               width: int, height: int, threads: int, out_dir: Path) -> list[str]:
     """One ffmpeg run: seek to the keyframe, decode forward, keep exactly these frames (by pts), scale, JPEG."""
@@ -134,12 +177,14 @@ def batch_args(video: Path, found: Probe, index: FrameIndex, groups: Sequence[tu
 
     Timestamps are kept as stored (-copyts), so the select filter's t is the pts the index lists; each frame
     is matched within half the gap to its neighbours, which no other frame can be. Each output stops after its
-    last wanted frame (-frames:v), so decoding goes no further than it needs. Files are numbered from 0.
+    last wanted frame (-frames:v) and each input is read only that far (-t, plus READ_SLACK_S), so decoding goes
+    no further than it needs. Files are numbered from 0.
     """
     inputs: list[str] = []
     outputs: list[str] = []
     for number, (keyframe, frames, out_dir) in enumerate(groups):
-        inputs += ["-threads", str(threads), *_seek(index, keyframe), "-i", input_url(video)]
+        inputs += ["-threads", str(threads), "-t", _read_for(index, keyframe, frames), *_seek(index, keyframe),
+                   "-i", input_url(video)]
         pattern = str(out_dir.resolve()).replace("%", "%%") + "/%d.jpg"
         outputs += [
             "-map", f"{number}:{found.video_index}", "-an", "-sn", "-dn",
@@ -159,6 +204,11 @@ def _seek(index: FrameIndex, keyframe: int) -> list[str]:
     margin = min(SEEK_MARGIN_S, float(after * tb) / 2) if after > 0 else 0.0
     seek = float(index.pts[keyframe] * tb) - index.start_s + margin
     return ["-noaccurate_seek", "-ss", f"{seek:.6f}"] if seek > 0 else []
+
+
+def _read_for(index: FrameIndex, keyframe: int, frames: Sequence[int]) -> str:
+    """How long the input seeked to keyframe is read (from its first frame): to the last wanted frame, plus slack."""
+    return f"{float((index.pts[max(frames)] - index.pts[keyframe]) * index.time_base) + READ_SLACK_S:.6f}"
 
 
 def _select(index: FrameIndex, frames: Sequence[int]) -> str:
@@ -184,18 +234,19 @@ async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: S
                          timeout_s: float) -> None:
     """Write each wanted frame as out_dir/frame_name(i), width x height, decoding only what each needs.
 
-    Frames are grouped by keyframe; each group is one input of an ffmpeg run that seeks to its keyframe, a run
-    takes up to GROUPS_PER_RUN groups (at least one run per core while there are groups enough), and the runs
-    go in parallel as far as `workers` allows (each with a share of the cores). A group that comes back short
-    (a leading frame of an open GOP needs the GOP before) is retried alone from the keyframe before; a run that
-    fails retries its groups alone. Frames land in a temporary directory inside out_dir and are renamed into
+    Frames are grouped by keyframe and close groups joined into spans (plan_spans); each span is one input of
+    an ffmpeg run that seeks to its keyframe and decodes on to its last frame, a run takes up to GROUPS_PER_RUN
+    spans (at least one run per core while there are spans enough), and the runs go in parallel as far as
+    `workers` allows (each with a share of the cores). A span that comes back short (a leading frame of an open
+    GOP needs the GOP before) is retried alone from the keyframe before; a run that fails retries its spans
+    alone. Frames land in a temporary directory inside out_dir and are renamed into
     place, so a reader sees whole files only; on failure or cancellation every process this call started is
     killed and the temporary directory removed. Raises NotAVideo when a frame cannot be decoded, MediaTimeout
     after timeout_s per run.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"invalid frame size {width}x{height}")
-    groups = group_by_keyframe(index, wanted)
+    groups = plan_spans(index, wanted, cores=cores, gap=merge_gap(found.width, found.height))
     if not groups:
         return
     runs = max(min(len(groups), cores), -(-len(groups) // GROUPS_PER_RUN))

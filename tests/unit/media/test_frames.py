@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,9 @@ from gateway.errors import MediaTimeout
 from gateway.media import frames as frames_module
 from gateway.media.ffmpeg import STDERR_TAIL_LINES, run_tool
 from gateway.media.framecache import FrameCache
-from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
+from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name, plan_spans
 from gateway.media.probe import Probe, ProbeLimits, probe
-from gateway.media.sampling import select_frames
+from gateway.media.sampling import select_frames, uniform_indices
 from gateway.media.zoom import round_frames
 from tests.support.clips import decoded_pts, frame_numbers, make_clip, make_numbered_clip
 
@@ -132,6 +133,59 @@ async def test_hundreds_of_frames_after_one_keyframe(tmp_path: Path) -> None:
     assert frame_numbers(list(got.jpegs)) == wanted
 
 
+def regular_index(frames: int, gop: int) -> FrameIndex:
+    """An index of a constant-rate video (pts 0, 512, …) with a keyframe every gop frames."""
+    return FrameIndex(tuple(range(0, 512 * frames, 512)), tuple(range(0, frames, gop)), Fraction(1, 15360), 0.0)
+
+
+def test_far_apart_frames_are_seeked_to_one_keyframe_each() -> None:
+    index = regular_index(108_000, 250)  # an hour at 30 fps
+    wanted = [n * 1687 + 10 for n in range(64)]  # 64 frames of the hour: keyframes 1687 frames apart
+    spans = plan_spans(index, wanted, cores=2, gap=frames_module.merge_gap(1280, 720))
+    assert spans == [(index.keyframe_of(frame), [frame]) for frame in wanted]
+
+
+def test_dense_frames_of_a_long_video_decode_on_in_one_span_per_core() -> None:
+    # 512 frames of the hour (about one per keyframe): seeking to each of 432 keyframes would open 432 decoders;
+    # decoding on from frame to frame costs less.
+    index = regular_index(108_000, 250)
+    wanted = uniform_indices(108_000, 512)
+    for cores in (1, 2, 16):
+        spans = plan_spans(index, wanted, cores=cores, gap=frames_module.merge_gap(1280, 720))
+        assert len(spans) == cores
+        assert [frame for _, frames in spans for frame in frames] == wanted  # all of them, in order, once
+        starts = [keyframe for keyframe, _ in spans]
+        assert starts[0] == 0 and all(index.keyframe_of(frames[0]) == keyframe for keyframe, frames in spans)
+        extents = [frames[-1] - keyframe + 1 for keyframe, frames in spans]
+        assert max(extents) - min(extents) <= 2 * 250 + 2 * 211  # split evenly, at keyframe groups
+
+
+def test_a_gap_just_wider_than_the_merge_limit_is_seeked_over() -> None:
+    index = regular_index(3000, 250)
+    gap = 120
+    # From the last wanted frame of the first GOP to keyframe 250: exactly the limit, then one frame more.
+    assert plan_spans(index, [250 - gap, 255], cores=1, gap=gap) == [(0, [250 - gap, 255])]
+    assert plan_spans(index, [250 - gap - 1, 255], cores=1, gap=gap) == [(0, [250 - gap - 1]), (250, [255])]
+
+
+def test_the_merge_limit_goes_with_the_picture_size() -> None:
+    assert frames_module.merge_gap(1280, 720) == frames_module.MERGE_GAP_FRAMES_720P
+    assert frames_module.merge_gap(1920, 1080) < frames_module.merge_gap(1280, 720) < frames_module.merge_gap(640, 360)
+
+
+def test_every_input_is_read_only_to_its_last_wanted_frame() -> None:
+    # ffmpeg 5.1 with several inputs now and then decoded one to the end of the video after its output was
+    # complete; each input is bounded (-t, counted from its first frame) to what its frames need.
+    index = regular_index(108_000, 250)
+    found = Probe(duration_s=3600.0, fps=30.0, width=1280, height=720, rotation=0, vcodec="h264", pix_fmt="yuv420p",
+                  frame_count=108_000, has_audio=False, acodec=None, format_name="mp4", bytes=1, video_index=0)
+    args = frames_module.batch_args(Path("v.mp4"), found, index, [(0, [10, 20], Path("a")), (2500, [2600], Path("b"))],
+                                    width=56, height=28, threads=1)
+    reads = [float(args[i + 1]) for i, arg in enumerate(args) if arg == "-t"]
+    slack = frames_module.READ_SLACK_S
+    assert reads == pytest.approx([20 / 30 + slack, 100 / 30 + slack])
+
+
 def count_tool_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Every ffmpeg/ffprobe command the frame cache runs from now on, in order (the real tool still runs)."""
     runs: list[list[str]] = []
@@ -159,8 +213,9 @@ async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
     first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
     assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
     ffmpeg_runs = [a for a in runs if a[0] == "ffmpeg"]
-    assert seeks(ffmpeg_runs) == 3  # frames 5 and 7 share a keyframe; 100 and 300 each need their own
-    assert len(ffmpeg_runs) == 2  # one run per core, each seeking its keyframes from inputs of its own
+    # Frames 5 and 7 share keyframe 0, and 100's keyframe (60) is near enough to decode on to; 300 is seeked to.
+    assert seeks(ffmpeg_runs) == 2
+    assert len(ffmpeg_runs) == 2  # one run per core
     # A later round (or question, with a fresh cache over the same directory) reuses what is on disk.
     again = await cache().frames(video, found, [7, 300], width=56, height=28)
     assert again.jpegs == (first.jpegs[4], first.jpegs[3]) and len(runs) == len(ffmpeg_runs) + 1  # +1: index
@@ -177,7 +232,8 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
     runs = count_tool_runs(monkeypatch)
     wanted = [0, 90, 180, 270]
     results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
-    assert seeks(runs) == 4 and len(runs) == 2 and len({r.jpegs for r in results}) == 1
+    # One extraction for the five: two spans (one per core), each one input decoding on through its keyframes.
+    assert seeks(runs) == 2 and len(runs) == 2 and len({r.jpegs for r in results}) == 1
 
 
 # --- bounded work -------------------------------------------------------------------------------------
