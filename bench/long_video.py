@@ -168,11 +168,16 @@ def answers_bench(minutes: list[int], vllm: str | None, repeats: int) -> dict[in
     origin = Origin().start()
     runs: dict[int, list[tuple[float, float]]] = {}
     counts: dict[int, list[int]] = {}
-    env = {"VCHAT_MEDIA_ALLOWED_HOSTS": "127.0.0.1", "VCHAT_MEDIA_MAX_BYTES": str(4 << 30)}
+    # A media cache of its own, empty: a video of an earlier run (or of another benchmark) would make "cold" warm.
+    CACHE.mkdir(parents=True, exist_ok=True)
+    media = Path(tempfile.mkdtemp(prefix="answers-media-", dir=CACHE))
+    env = {"VCHAT_MEDIA_ALLOWED_HOSTS": "127.0.0.1", "VCHAT_MEDIA_MAX_BYTES": str(4 << 30),
+           "VCHAT_MEDIA_DIR": str(media)}
     try:
         with local_stack(vllm, None, env) as stack, httpx2.Client(timeout=1800) as http:
-            warm = origin.file("/warm.mp4", make_video(1).read_bytes())
-            for url in (warm, warm):  # vLLM and the gateway warmed on a clip that is not measured
+            # vLLM and the gateway warmed on a clip that is not measured (other bytes than every measured run's).
+            warm = origin.file("/warm.mp4", variant(1, 1000).read_bytes())
+            for url in (warm, warm):
                 ask(http, stack.gateway_url, url)
             for run in range(repeats):
                 for length in minutes:
@@ -185,6 +190,7 @@ def answers_bench(minutes: list[int], vllm: str | None, repeats: int) -> dict[in
                     print(f"  {length:>3} min, run {run + 1}: {runs[length][-1][0]:.1f} s", flush=True)
     finally:
         origin.stop()
+        shutil.rmtree(media, ignore_errors=True)
     return {length: (statistics.median(t for t, _ in each), statistics.median(v for _, v in each), counts[length])
             for length, each in runs.items()}
 
