@@ -2,7 +2,8 @@
 
 prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 62 MiB parts and their sha256 manifest.
 plan     prints the commands that carry the parts and run the benchmark on the GPU machine, one per call.
-report   reads what came back (one folder per call, in the order they ran: later steps replace earlier) (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json), writes
+report   reads what came back (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json; one folder per call,
+         in the order they ran: later steps replace earlier), writes
          bench/results/gpu-DATE.json and the table in bench/README.md between its gpu-table markers.
 """
 

@@ -275,13 +275,15 @@ async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None
 # --- cancel and timeout: every process gone, no partial file ------------------------------------------
 
 async def _extracting(tmp_path: Path, timeout_s: float) -> tuple[asyncio.Task[None], Path, list[int]]:
-    """Start extracting frames spread over a 60 s 640x360 clip; return once several ffmpeg runs are going."""
-    video = video_dir(tmp_path, make_clip(60.0, "640x360", 30, audio=False, extra=("-g", "300")))
+    """Start extracting frames spread over a 240 s 640x360 clip; return once several ffmpeg runs are going.
+
+    The last frame of every GOP is wanted, so the spans cover the whole clip: each of the two runs decodes two
+    minutes (over a second), well past the timeout test's 0.5 s."""
+    video = video_dir(tmp_path, make_clip(240.0, "640x360", 30, audio=False, extra=("-g", "300")))
     found: Probe = await probe(video, LIMITS)
     index = await build_index(video, found, timeout_s=60)
     out = video.parent / "frames" / "448x252"
     out.mkdir(parents=True)
-    # The last frame of each keyframe's GOP: every run decodes a whole GOP.
     wanted = [k - 1 for k in index.keyframes[1:]]
     task = asyncio.create_task(extract_frames(video, found, index, wanted, width=448, height=252, out_dir=out,
                                               workers=asyncio.Semaphore(4), cores=2, timeout_s=timeout_s))
