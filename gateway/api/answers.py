@@ -21,7 +21,7 @@ class AnswerBuilder:
     """Chunks for one answer: earlier rounds as ``reasoning_content``, the last round's ``<answer>`` as content."""
 
     def __init__(self, model: str, asset: Asset | LinkedVideo, req: LoopRequest,
-                 merged: MergeMode | None = None) -> None:
+                 merged: MergeMode | None = None, video_seconds: float | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -32,6 +32,7 @@ class AnswerBuilder:
         self.finish_reason: str | None = None
         self.warnings: list[str] = []
         self.merged = merged
+        self.video_seconds = video_seconds
         self.sources: list[str] = []
         self.gemini: dict[str, Any] | None = None
         self._content_started = False
@@ -104,6 +105,7 @@ class AnswerBuilder:
             "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
             "sample_fps": event.sample_fps, "frame_size": [event.width, event.height],
             "visual_tokens": event.visual_tokens, "dense_segments": [list(s) for s in event.spans_in],
+            "frames_seconds": event.frames_seconds,
         })
         first, last = (event.times[0], event.times[-1]) if event.times else (0.0, 0.0)
         text = f"Round {event.round}/{self.req.iterations}: {len(event.times)} frames, {first:.1f}–{last:.1f} s"
@@ -136,7 +138,7 @@ class AnswerBuilder:
 
     def perception(self) -> dict[str, Any]:
         grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
-        return {"video": _video(self.asset), "rounds": self.rounds,
+        return {"video": _video(self.asset), "video_seconds": self.video_seconds, "rounds": self.rounds,
                 "segments": grounded, "sources": self.sources, "merge": self.merged, "gemini": self.gemini,
                 "model": self.model, "warnings": self.warnings}
 

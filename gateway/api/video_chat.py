@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
@@ -89,9 +90,11 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     library = cast(VideoLibrary, state.media)
     metrics = cast(Metrics, request.app.state.metrics)
     settings = cast(Settings, request.app.state.settings)
+    clock = time.perf_counter()
     # Gemini alone watches a YouTube link by its URL: nothing to download (unless Gemini cannot fetch it).
     linked = await library.linked_or_cached(ref.value) if route.local is None and ref.kind == "url" else None
     asset = linked if linked is not None else await resolve(ref, library)
+    video_seconds = round(time.perf_counter() - clock, 3)
     req = loop_request(body, ref, route.local, settings)
     loop = cast(PerceptionLoop | None, state.perception) if route.local is not None else None
     if loop is not None:
@@ -99,7 +102,7 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
         await loop.plan(asset, req)  # a video that cannot be sampled (or fit) is refused before anything starts
     gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
-    builder = AnswerBuilder(body.model, asset, req, merged=route.mode)
+    builder = AnswerBuilder(body.model, asset, req, merged=route.mode, video_seconds=video_seconds)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if loop is not None and (auto_size := cast(AutoSize | None, state.auto_size)) is not None:
         await auto_size.ensure(req.model)

@@ -4,6 +4,7 @@ re-sampling the video 1.5x denser inside the time segments the previous round gl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -64,6 +65,7 @@ class RoundStarted:
     visual_tokens: int
     spans_in: tuple[Span, ...]  # the segments this round samples densely (empty: uniform)
     notes: tuple[str, ...] = ()  # what was cut to fit vLLM, and why
+    frames_seconds: float = 0.0  # planning the round and getting its frames (extracted or cached), encoded
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ class PerceptionLoop:
 
     async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
                      spans: tuple[Span, ...], context: str | None = None) -> AsyncGenerator[Event, None]:
+        prepared = time.perf_counter()
         prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
         budget = await self.plan(asset, req, prompt)
         plan = budget.frames
@@ -171,6 +174,7 @@ class PerceptionLoop:
                                round(selection.sample_fps, 4), shown.width, shown.height,
                                _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes)
         video = await asyncio.to_thread(shown.data_url)
+        started = dataclasses.replace(started, frames_seconds=round(time.perf_counter() - prepared, 3))
         self.metrics.round_frames.observe(len(shown.jpegs))
         self.metrics.round_visual_tokens.observe(started.visual_tokens)
         yield started

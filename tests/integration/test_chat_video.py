@@ -92,6 +92,18 @@ def test_round_two_is_denser_inside_round_one_segments(gw: LiveGateway, origin: 
     assert second["sample_fps"] == first["sample_fps"]  # the official code declares the average rate
 
 
+def test_the_answer_says_where_the_time_went_cold_and_cached(gw: LiveGateway, origin: Origin) -> None:
+    # Bytes no other test sends: the first question fetches and sanitizes the video and extracts round 1's frames.
+    url = origin.file("/timings.mp4", make_clip(extra=("-metadata", "title=timings")).read_bytes())
+    cold = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}]).model_extra["perception"]
+    warm = ask(gw, [video_part(url), {"type": "text", "text": QUESTION}]).model_extra["perception"]
+    assert cold["video_seconds"] > 0 and all(r["frames_seconds"] > 0 for r in cold["rounds"])
+    # Asked again: the video and round 1's frames come from the cache.
+    assert warm["video_seconds"] < cold["video_seconds"]
+    assert warm["rounds"][0]["frames_seconds"] < cold["rounds"][0]["frames_seconds"]
+    assert all(r["seconds"] > 0 for r in warm["rounds"])  # the vLLM calls, timed apart from the frames
+
+
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_iterations_are_exactly_the_calls_vllm_receives(gw: LiveGateway, vllm: VllmHandle, origin: Origin,
                                                         clip: Path, iterations: int) -> None:
