@@ -9,11 +9,46 @@ from urllib.parse import urlsplit
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# vLLM's --max-lora-rank accepts only these values (REFERENCE.md §2).
+ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-class Settings(BaseSettings):
-    """Everything the gateway process needs; built once by the CLI and handed to ``create_app``."""
+
+class SharedSettings(BaseSettings):
+    """The settings the gateway and the vLLM launcher (``vllm_launch.settings.LaunchSettings``) both read: each is
+    defined and validated here once; the launcher adds only what needs its machine (the model directory exists)."""
 
     model_config = SettingsConfigDict(env_prefix="VCHAT_", env_file=None, extra="ignore", frozen=True)
+
+    model: str | None = Field(
+        None, description="Checkpoint to serve: a local directory or a hub id. Empty: the tiny test model."
+    )
+    served_model_name: str = Field(
+        "videochat-r1.5", min_length=1, description="Model name vLLM serves the base model under."
+    )
+    vllm_api_key: SecretStr | None = Field(None, description="API key vLLM was started with, if any.")
+    media_dir: Path = Field(
+        Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
+    )
+    adapters_dir: Path = Field(
+        Path("var/adapters"), description="Adapter directory; each subfolder is loaded at start-up."
+    )
+    max_lora_rank: int = Field(16, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _empty_model_is_none(cls, value: object) -> object:
+        return None if value in ("", "none", "off") else value
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _allowed_rank(cls, value: int) -> int:
+        if value not in ALLOWED_LORA_RANKS:
+            raise ValueError(f"must be one of {', '.join(map(str, ALLOWED_LORA_RANKS))}")
+        return value
+
+
+class Settings(SharedSettings):
+    """Everything the gateway process needs; built once by the CLI and handed to ``create_app``."""
 
     host: str = Field("127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
@@ -26,10 +61,6 @@ class Settings(BaseSettings):
         AnyHttpUrl("http://127.0.0.1:8001"),
         description="Base URL of the vLLM OpenAI server (without /v1). Empty: no local model.",
     )
-    vllm_api_key: SecretStr | None = Field(None, description="API key vLLM was started with, if any.")
-    served_model_name: str = Field(
-        "videochat-r1.5", min_length=1, description="Model name vLLM serves the base model under."
-    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated API keys; when set, every /v1 route needs `Authorization: Bearer <key>`.",
@@ -38,9 +69,6 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(3.0, gt=0, description="Timeout of the vLLM probe behind /ready.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
-    media_dir: Path = Field(
-        Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
-    )
     media_cache_bytes: int = Field(20 * 2**30, ge=2**20, description="Size bound of the media cache (LRU), bytes.")
     media_max_bytes: int = Field(
         1024 * 2**20, ge=1024, description="Largest video accepted (download, upload or data URL), bytes."
@@ -60,13 +88,6 @@ class Settings(BaseSettings):
     ffmpeg_timeout_s: float = Field(600.0, gt=0, description="Time limit for one ffmpeg/ffprobe/yt-dlp run.")
 
     # --- adapters ---
-    model: str | None = Field(
-        None, description="Checkpoint to serve: a local directory or a hub id. Empty: the tiny test model."
-    )
-    adapters_dir: Path = Field(
-        Path("var/adapters"), description="Adapter directory; each subfolder is loaded at start-up."
-    )
-    max_lora_rank: int = Field(16, ge=1, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
     vllm_replicas: Annotated[list[AnyHttpUrl], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated base URLs of every vLLM replica adapters are loaded into (default: the vLLM URL).",
@@ -142,7 +163,7 @@ class Settings(BaseSettings):
         "gemini_context", description="How `+gemini` models merge the two answers (see README, Gemini)."
     )
 
-    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", "admin_key", "model", mode="before")
+    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", "admin_key", mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value in ("", "none", "off") else value

@@ -7,25 +7,19 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
 
-# vLLM's --max-lora-rank accepts only these values (REFERENCE.md §2).
-ALLOWED_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+from gateway.settings import ALLOWED_LORA_RANKS, SharedSettings
+
+__all__ = ["ALLOWED_LORA_RANKS", "LaunchSettings"]
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
-class LaunchSettings(BaseSettings):
-    """How to run vLLM: which model, where, with which limits and adapters."""
+class LaunchSettings(SharedSettings):
+    """How to run vLLM: which model, where, with which limits and adapters (the settings it shares with the
+    gateway, model and served name, adapter and media folders, API key and LoRA rank, are ``SharedSettings``)."""
 
-    model_config = SettingsConfigDict(env_prefix="VCHAT_", env_file=None, extra="ignore", frozen=True)
-
-    model: str | None = Field(
-        None, description="Checkpoint to serve: a local directory or a hub id. Empty: the tiny test model."
-    )
-    served_model_name: str = Field(
-        "videochat-r1.5", min_length=1, description="Model name vLLM serves the base model under."
-    )
     vllm_host: str = Field("127.0.0.1", description="Address vLLM listens on (keep it private).")
     vllm_port: int = Field(8001, ge=1, le=65535, description="Port vLLM listens on.")
     device: Literal["auto", "cpu", "gpu"] = Field(
@@ -37,14 +31,7 @@ class LaunchSettings(BaseSettings):
         "round of 512 frames at the smallest size, 36,864 visual tokens, plus its prompt and 2,048 reply tokens).",
     )
     max_loras: int = Field(4, ge=1, le=64, description="LoRA adapters active in one batch (`--max-loras`).")
-    max_lora_rank: int = Field(16, description="Largest adapter rank vLLM accepts (`--max-lora-rank`).")
     max_cpu_loras: int | None = Field(None, ge=1, description="Adapters kept in CPU memory (`--max-cpu-loras`).")
-    adapters_dir: Path = Field(
-        Path("var/adapters"), description="Adapter directory; each subfolder is loaded at start-up."
-    )
-    media_dir: Path = Field(
-        Path("var/media"), description="Media cache directory (also vLLM's allowed local media path)."
-    )
     limit_mm_per_prompt: dict[str, int] = Field(
         default_factory=lambda: {"image": 0, "video": 1},
         description="vLLM `--limit-mm-per-prompt` (JSON).",
@@ -55,7 +42,6 @@ class LaunchSettings(BaseSettings):
     vllm_version: str | None = Field(
         None, description="vLLM version the flags are built for; empty: read from the installed package."
     )
-    vllm_api_key: SecretStr | None = Field(None, description="API key vLLM was started with, if any.")
     cpu_kvcache_gb: int = Field(1, ge=1, description="KV cache size on CPU (`VLLM_CPU_KVCACHE_SPACE`, GiB).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM `--gpu-memory-utilization`.")
     vllm_startup_timeout_s: float = Field(900.0, gt=0, description="Deadline for vLLM's /health to answer 200.")
@@ -90,13 +76,6 @@ class LaunchSettings(BaseSettings):
         if _HUB_ID.match(value) and not value.startswith((".", "/", "~")):
             return value
         raise ValueError(f"model path '{value}' does not exist")
-
-    @field_validator("max_lora_rank")
-    @classmethod
-    def _allowed_rank(cls, value: int) -> int:
-        if value not in ALLOWED_LORA_RANKS:
-            raise ValueError(f"must be one of {', '.join(map(str, ALLOWED_LORA_RANKS))}")
-        return value
 
     @field_validator("limit_mm_per_prompt", mode="before")
     @classmethod

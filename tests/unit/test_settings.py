@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings
+from gateway.settings import Settings, SharedSettings
+from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT
 
 
@@ -29,6 +30,8 @@ def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.Compl
     ({"VCHAT_VLLM_REPLICAS_DNS": "ftp://vllm-headless:8001"}, "VCHAT_VLLM_REPLICAS_DNS"),
     ({"VCHAT_VLLM_REPLICAS_DNS": "vllm-headless:8001/v1"}, "VCHAT_VLLM_REPLICAS_DNS"),
     ({"VCHAT_VLLM_REPLICAS_DNS": "vllm-headless:port"}, "VCHAT_VLLM_REPLICAS_DNS"),
+    ({"VCHAT_MAX_LORA_RANK": "7"}, "VCHAT_MAX_LORA_RANK"),  # refused here as by the launcher: one definition
+    ({"VCHAT_SERVED_MODEL_NAME": ""}, "VCHAT_SERVED_MODEL_NAME"),
 ])
 def test_gateway_refuses_bad_settings_in_one_line(env: dict[str, str], named: str) -> None:
     result = run_module("gateway", env)
@@ -50,6 +53,16 @@ def test_launcher_refuses_bad_settings_in_one_line(env: dict[str, str], named: s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert named in lines[0]
+
+
+def test_a_setting_both_processes_read_is_defined_once() -> None:
+    # The gateway and the launcher read the same environment; a variable they both know comes from SharedSettings,
+    # so its type, default and validation cannot drift apart (VCHAT_MAX_LORA_RANK=7 was accepted by one only).
+    both = set(Settings.model_fields) & set(LaunchSettings.model_fields)
+    assert both == set(SharedSettings.model_fields)
+    assert {"model", "served_model_name", "adapters_dir", "media_dir", "vllm_api_key", "max_lora_rank"} <= both
+    gateway, launcher = Settings(max_lora_rank=32, model=""), LaunchSettings(max_lora_rank=32, model="")
+    assert (gateway.max_lora_rank, gateway.model) == (launcher.max_lora_rank, launcher.model) == (32, None)
 
 
 def test_model_directory_without_config_is_refused(tmp_path: Path) -> None:
