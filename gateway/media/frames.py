@@ -207,8 +207,11 @@ def _seek(index: FrameIndex, keyframe: int) -> list[str]:
 
 
 def _read_for(index: FrameIndex, keyframe: int, frames: Sequence[int]) -> str:
-    """How long the input seeked to keyframe is read (from its first frame): to the last wanted frame, plus slack."""
-    return f"{float((index.pts[max(frames)] - index.pts[keyframe]) * index.time_base) + READ_SLACK_S:.6f}"
+    """How long the input seeked to keyframe is read (from its first frame): to the last wanted frame, plus slack,
+    counted from the keyframe before, so that a seek landing one GOP early still reaches every frame. It only caps
+    a run gone wrong: a run that has its frames stops there (-frames:v)."""
+    before = index.keyframes[max(bisect.bisect_left(index.keyframes, keyframe) - 1, 0)]
+    return f"{float((index.pts[max(frames)] - index.pts[before]) * index.time_base) + READ_SLACK_S:.6f}"
 
 
 def _select(index: FrameIndex, frames: Sequence[int]) -> str:
