@@ -19,6 +19,7 @@
     ├── ClientGone                   (499 client_closed_request: the client left before the answer)
     ├── RateLimited                  (429 rate_limit_error, with Retry-After)
     ├── BackendRefused               (502 api_error / backend_refused: a backend refused a request we built)
+    ├── InsufficientStorage          (507 insufficient_storage, with Retry-After: the media folder's disk is full)
     └── BackendUnavailable           (503 service_unavailable, with Retry-After)
         └── BackendTimeout           (504 timeout)
 
@@ -190,6 +191,15 @@ class BackendRefused(VChatError):
     status_code = 502
     error_type = "api_error"
     default_code: ClassVar[str | None] = "backend_refused"
+
+
+class InsufficientStorage(VChatError):
+    """Raised when the media folder's filesystem has no room left for a video, its copy or its frames, even after
+    the cache evicted what it could; ``media/space.py`` makes it from ENOSPC, wherever the write happened."""
+
+    status_code = 507
+    error_type = "insufficient_storage"
+    default_code = "insufficient_storage"
 
 
 class BackendUnavailable(VChatError):

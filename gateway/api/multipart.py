@@ -13,6 +13,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from gateway.errors import InvalidRequest, MediaTooLarge
+from gateway.media.space import MakeRoom, Spool, full_disk_refused
 
 _MAX_FIELD_BYTES = 4096
 
@@ -46,8 +47,12 @@ class _Part:
     text: bytearray = field(default_factory=bytearray)
 
 
-async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_field: str = "file") -> Upload:
-    """Parse ``multipart/form-data`` as it arrives; the file field goes to ``dest_dir`` (deleted on any error)."""
+async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_field: str = "file",
+                         make_room: MakeRoom | None = None) -> Upload:
+    """Parse ``multipart/form-data`` as it arrives; the file field goes to ``dest_dir`` (deleted on any error).
+
+    When the disk fills up, ``make_room`` is asked once to free what the rest may need; then InsufficientStorage.
+    """
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
@@ -116,7 +121,10 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_part_end": on_part_end,
     })
-    handle = await asyncio.to_thread(target.open, "wb")
+    with full_disk_refused(dest_dir):
+        handle = await asyncio.to_thread(target.open, "wb", 0)
+    announced = request.headers.get("content-length", "")
+    spool = Spool(handle, target, min(int(announced), max_bytes) if announced.isdigit() else max_bytes, make_room)
     try:
         async for chunk in request.stream():
             try:
@@ -127,7 +135,7 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
             if pending:
                 data = bytes(pending)
                 pending.clear()
-                await asyncio.to_thread(handle.write, data)
+                await spool.append(data, threaded=True)
         parser.finalize()  # checks nothing (python-multipart 0.0.x): the end state is checked below
         await asyncio.to_thread(handle.close)
         if parser.state != MultipartState.END:

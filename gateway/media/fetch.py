@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -11,13 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import httpx2
 
 from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, VChatError
 from gateway.media.guard import HostPolicy, check_url
 from gateway.media.redirects import loggable_url, send_following
+from gateway.media.space import MakeRoom, Spool, full_disk_refused
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,17 +56,19 @@ class Fetched:
 
 
 async def fetch_to_file(
-    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
+    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy,
+    make_room: MakeRoom | None = None,
 ) -> Fetched:
     """Fetch ``url`` (following up to ``limits.max_redirects`` checked redirects) into a temp file in ``dest_dir``.
 
     ``client`` must use a guarded transport (``transport.guarded_async_client``): it checks each address at connect.
-    Raises UrlNotAllowed, MediaFetchFailed, MediaTimeout or MediaTooLarge; no file is left behind on any failure.
+    When the disk fills up, ``make_room`` is asked once to free what the rest may need. Raises UrlNotAllowed,
+    MediaFetchFailed, MediaTimeout, MediaTooLarge or InsufficientStorage; no file is left behind on any failure.
     """
     shown = loggable_url(url)
     try:
         async with asyncio.timeout(limits.timeout_s):
-            fetched = await _follow(client, url, dest_dir, limits, policy)
+            fetched = await _follow(client, url, dest_dir, limits, policy, make_room)
     except TimeoutError:
         error = MediaTimeout(f"fetching {shown} took longer than {limits.timeout_s:g} s")
         logger.info("media fetch of %s failed: %s", shown, error.message)
@@ -78,7 +81,8 @@ async def fetch_to_file(
 
 
 async def _follow(
-    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy
+    client: httpx2.AsyncClient, url: str, dest_dir: Path, limits: FetchLimits, policy: HostPolicy,
+    make_room: MakeRoom | None,
 ) -> Fetched:
     first = check_url(url, policy)
     # Videos are compressed already; identity keeps the byte cap about the bytes that land on disk.
@@ -89,7 +93,7 @@ async def _follow(
             if not response.is_success:
                 status = f"{response.status_code} {response.reason_phrase}".rstrip()
                 raise MediaFetchFailed(f"{loggable_url(response.url)} answered HTTP {status}")
-            return await _save(response, response.url, dest_dir, limits)
+            return await _save(response, response.url, dest_dir, limits, make_room)
         finally:
             await response.aclose()
 
@@ -114,25 +118,29 @@ def _hop(exc: httpx2.HTTPError, first: httpx2.URL) -> httpx2.URL:
 
 
 @contextmanager
-def _part_file(dest_dir: Path) -> Iterator[tuple[BinaryIO, Path]]:
-    """A new temp file in ``dest_dir`` (same filesystem, so the caller's rename is atomic), deleted on any failure."""
-    handle, name = tempfile.mkstemp(prefix=".fetch-", suffix=".part", dir=dest_dir)
+def _part_file(dest_dir: Path) -> Iterator[tuple[io.FileIO, Path]]:
+    """A new unbuffered temp file in ``dest_dir`` (same filesystem, so the caller's rename is atomic), deleted on any
+    failure."""
+    with full_disk_refused(dest_dir):
+        handle, name = tempfile.mkstemp(prefix=".fetch-", suffix=".part", dir=dest_dir)
     path = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out:
+        with os.fdopen(handle, "wb", buffering=0) as out:
             yield out, path
     except BaseException:  # cancellation included
         path.unlink(missing_ok=True)
         raise
 
 
-async def _save(response: httpx2.Response, url: httpx2.URL, dest_dir: Path, limits: FetchLimits) -> Fetched:
+async def _save(response: httpx2.Response, url: httpx2.URL, dest_dir: Path, limits: FetchLimits,
+                make_room: MakeRoom | None) -> Fetched:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise MediaTooLarge(f"{loggable_url(url)} is {int(declared)} bytes; the limit is {limits.max_bytes}")
     digest = hashlib.sha256()
     size = 0
     with _part_file(dest_dir) as (out, path):
+        spool = Spool(out, path, int(declared) if declared.isdigit() else limits.max_bytes, make_room)
         async for chunk in response.aiter_bytes(_CHUNK):
             size += len(chunk)
             # Content-Length may be absent or lie: the cap is enforced on the bytes actually received.
@@ -141,7 +149,7 @@ async def _save(response: httpx2.Response, url: httpx2.URL, dest_dir: Path, limi
             digest.update(chunk)
             # Writes of ≤64 KiB go to the page cache in microseconds; a thread hop per chunk would cost more and
             # could still be writing after a cancellation has removed the file.
-            out.write(chunk)
+            await spool.append(chunk)
     return Fetched(
         path=path, size=size, sha256=digest.hexdigest(), content_type=response.headers.get("Content-Type"),
         final_url=str(url),

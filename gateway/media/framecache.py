@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import InsufficientStorage
 from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
 from gateway.media.probe import Probe
+from gateway.media.space import full_disk_refused
 from gateway.media.store import write_json_atomic
 
 INDEX_FILE = "index.json"
@@ -63,7 +65,9 @@ class FrameCache:
             cached = await asyncio.to_thread(_load_index, path)
             if cached is None:
                 cached = await build_index(video, found, timeout_s=self.timeout_s)
-                await asyncio.to_thread(_save_index, path, cached)
+                # Kept in memory when the disk is full: the index only saves a later ffprobe pass (logged as full).
+                with contextlib.suppress(InsufficientStorage), full_disk_refused(path.parent):
+                    await asyncio.to_thread(_save_index, path, cached)
             self._indexes[path] = cached
             while len(self._indexes) > INDEXES_IN_MEMORY:
                 self._indexes.popitem(last=False)
@@ -71,9 +75,17 @@ class FrameCache:
         return cached
 
     async def frames(self, video: Path, found: Probe, wanted: Sequence[int], *, width: int, height: int) -> Frames:
-        """The wanted frames (repeats allowed) at width x height, extracting the ones not on disk yet."""
+        """The wanted frames (repeats allowed) at width x height, extracting the ones not on disk yet.
+
+        Raises InsufficientStorage when they do not fit on the disk (nothing partial is left).
+        """
         index = await self.index(video, found)
         size_dir = video.parent / "frames" / f"{width}x{height}"
+        with full_disk_refused(size_dir):
+            return await self._frames(video, found, index, wanted, size_dir, width, height)
+
+    async def _frames(self, video: Path, found: Probe, index: FrameIndex, wanted: Sequence[int], size_dir: Path,
+                      width: int, height: int) -> Frames:
         for attempt in range(3):
             missing = await asyncio.to_thread(_missing, size_dir, wanted)
             if missing:

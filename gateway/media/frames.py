@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.errors import NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.probe import Probe
+from gateway.media.space import out_of_space, tool_ran_out
 
 # mjpeg's qscale: 2 is near-lossless, 5 shows blocking on text; 3 is about JPEG quality 90.
 JPEG_QSCALE = "3"
@@ -244,8 +245,8 @@ async def extract_frames(video: Path, found: Probe, index: FrameIndex, wanted: S
     GOP needs the GOP before) is retried alone from the keyframe before; a run that fails retries its spans
     alone. Frames land in a temporary directory inside out_dir and are renamed into
     place, so a reader sees whole files only; on failure or cancellation every process this call started is
-    killed and the temporary directory removed. Raises NotAVideo when a frame cannot be decoded, MediaTimeout
-    after timeout_s per run.
+    killed and the temporary directory removed. Raises NotAVideo when a frame cannot be decoded,
+    InsufficientStorage when the frames do not fit on the disk, MediaTimeout after timeout_s per run.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"invalid frame size {width}x{height}")
@@ -285,6 +286,7 @@ async def _extract_batch(video: Path, found: Probe, index: FrameIndex, batch: li
                                             batch], width=width, height=height, threads=threads)
     async with workers:
         result = await run_tool(args, timeout_s=timeout_s)
+    _refuse_full_disk(result.returncode, result.stderr, work)
     for number, keyframe, frames in batch:
         group_dir = work / str(number)
         if result.returncode == 0 and await asyncio.to_thread(_place, group_dir, frames, out_dir):
@@ -308,10 +310,18 @@ async def _extract_group(video: Path, found: Probe, index: FrameIndex, starts: l
                          out_dir=work)
         async with workers:
             result = await run_tool(args, timeout_s=timeout_s)
+        _refuse_full_disk(result.returncode, result.stderr, work)
         if result.returncode == 0 and await asyncio.to_thread(_place, work, frames, out_dir):
             return
         shutil.rmtree(work, ignore_errors=True)
     raise NotAVideo("Frames of the video could not be decoded; the file is damaged.")
+
+
+def _refuse_full_disk(returncode: int, stderr: str, work: Path) -> None:
+    """InsufficientStorage for a run that failed for want of room: retrying from another keyframe would only
+    fill the disk again, and "damaged" would blame the video."""
+    if returncode != 0 and tool_ran_out(stderr, work):
+        raise out_of_space(work)
 
 
 def _place(work: Path, frames: list[int], out_dir: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,7 @@ from typing import Literal
 
 import httpx2
 
-from gateway.errors import MediaRejected, MediaTooLarge, NotAVideo, NotFound
+from gateway.errors import InsufficientStorage, MediaRejected, MediaTooLarge, NotAVideo, NotFound
 from gateway.media.fetch import FetchLimits, fetch_to_file
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.framecache import FrameCache, Frames
@@ -28,6 +29,7 @@ from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
+from gateway.media.space import full_disk_refused
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
 from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
@@ -128,7 +130,8 @@ class VideoLibrary:
         if len(payload) * 3 // 4 > self.settings.media_max_bytes:
             raise MediaTooLarge(f"The video is larger than the limit of {self.settings.media_max_bytes} bytes.")
         async with self.store.temp_dir() as work:
-            path, digest = await asyncio.to_thread(_decode_base64_to, payload, work / "data")
+            path, digest = await self.store.with_room(
+                lambda: asyncio.to_thread(_decode_base64_to, payload, work / "data"), needed=len(payload) * 3 // 4)
             return await self.store.single_flight(
                 f"obj:{digest}", lambda: self._ingest(path, digest, "data_url", None))
 
@@ -169,7 +172,10 @@ class VideoLibrary:
 
         Frames are extracted by seeking, only where not cached already, and kept for later rounds and questions.
         """
-        return await self.frame_cache.frames(asset.video, asset.probe, indices, width=width, height=height)
+        # A JPEG of w x h takes well under w x h bytes (about 1-2 bits a pixel at this quality).
+        return await self.store.with_room(
+            lambda: self.frame_cache.frames(asset.video, asset.probe, indices, width=width, height=height),
+            needed=len(set(indices)) * width * height)
 
     # --- internals --------------------------------------------------------------------------------
 
@@ -189,11 +195,15 @@ class VideoLibrary:
                                       max_redirects=self.settings.media_max_redirects)
             media_url, page_url, is_youtube, kind = page.media_url, page.webpage_url or url, page.is_youtube, "page"
         async with self.store.temp_dir() as work:
-            fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy)
+            fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy,
+                                          make_room=self.store.make_room)
             asset = await self.store.single_flight(
                 f"obj:{fetched.sha256}",
                 lambda: self._ingest(fetched.path, fetched.sha256, kind, loggable_url(url), page_url, is_youtube))
-        await asyncio.to_thread(self.store.remember_url, url, asset.id, page_url=page_url, is_youtube=is_youtube)
+        # Without room for the URL's index entry the video is still good: the URL is fetched again next time, and
+        # its bytes find this object by their hash.
+        with contextlib.suppress(InsufficientStorage):
+            await asyncio.to_thread(self.store.remember_url, url, asset.id, page_url=page_url, is_youtube=is_youtube)
         logger.info("video fetched", extra={"video": asset.id[:12], "source": loggable_url(url),
                                             "bytes": asset.facts.bytes})
         return asset
@@ -204,16 +214,26 @@ class VideoLibrary:
         if stored is not None:
             return await self.load(stored, {"page_url": page_url, "is_youtube": is_youtube})
         found = await probe(src, self.probe_limits)
+        # The copy takes about what its source does; twice that leaves room for a re-encode that comes out larger.
+        built, written, facts = await self.store.with_room(
+            lambda: self._build(src, found, digest, kind, source_host), needed=2 * found.bytes)
+        self.store.schedule_eviction()
+        return Asset(built.id, built.video, written, facts, page_url, is_youtube)
+
+    async def _build(self, src: Path, found: Probe, digest: str, kind: SourceKind,
+                     source_host: str | None) -> tuple[StoredObject, Probe, VideoFacts]:
+        """The sanitized object of ``src``, built in the temp space and committed (nothing is left on failure)."""
         async with self.store.temp_dir() as build:
             obj = build / digest
-            await asyncio.to_thread(obj.mkdir)
+            with full_disk_refused(build):
+                await asyncio.to_thread(obj.mkdir)
             written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
             await asyncio.to_thread(write_json_atomic, obj / "facts.json", meta, build)
-            stored = await asyncio.to_thread(self.store.commit, digest, obj)
-        self.store.schedule_eviction()
-        return Asset(stored.id, stored.video, written, facts, page_url, is_youtube)
+            with full_disk_refused(build):
+                stored = await asyncio.to_thread(self.store.commit, digest, obj)
+        return stored, written, facts
 
     async def load(self, stored: StoredObject, record: dict[str, object] | None = None) -> Asset:
         """The asset of a cached object (``record``: what the URL index remembered about its source)."""
@@ -235,14 +255,22 @@ def _facts(found: Probe, kind: SourceKind, source_host: str | None) -> VideoFact
 
 
 def _decode_base64_to(payload: str, path: Path) -> tuple[Path, str]:
-    """Decode strictly (no stray characters) to ``path``; return it and the SHA-256 of the bytes."""
+    """Decode strictly (no stray characters) to ``path``; return it and the SHA-256 of the bytes.
+
+    Raises InsufficientStorage when they do not fit (nothing is left).
+    """
     try:
         data = base64.b64decode(payload.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MediaRejected("The data URL is not valid base64.", code="invalid_data_url") from exc
     if not data:
         raise MediaRejected("The data URL is empty.", code="invalid_data_url")
-    path.write_bytes(data)
+    try:
+        with full_disk_refused(path.parent):
+            path.write_bytes(data)
+    except BaseException:
+        path.unlink(missing_ok=True)  # a retry after eviction must not meet half a file
+        raise
     return path, hashlib.sha256(data).hexdigest()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.errors import NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.probe import Probe, ProbeLimits, probe
+from gateway.media.space import out_of_space, tool_ran_out
 
 # Video is stream-copied only when it is 8-bit 4:2:0 H.264, which browsers, Gemini and vLLM's decoders all
 # accept. HEVC is re-encoded although copying it would be faster: Firefox and some Chromium builds cannot
@@ -49,12 +50,16 @@ async def sanitize(src: Path, found: Probe, dest: Path, *, timeout_s: float) -> 
     The output is written to a temporary name beside dest and renamed over it only once ffmpeg succeeded
     and the result probes as a video of about the input's duration; the temporary file is removed on any
     failure or cancellation. Raises NotAVideo when ffmpeg cannot convert the input or it turns out
-    truncated, MediaTimeout when ffmpeg takes longer than timeout_s.
+    truncated, InsufficientStorage when the copy does not fit on the disk, MediaTimeout when ffmpeg takes
+    longer than timeout_s.
     """
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
         result = await run_tool(sanitize_args(src, found, tmp), timeout_s=timeout_s)
         if result.returncode != 0:
+            # Asked before the partial copy goes: the room it took is the evidence when ffmpeg's words are not.
+            if tool_ran_out(result.stderr, tmp):
+                raise out_of_space(tmp)
             raise NotAVideo("The video could not be converted; the file is damaged or uses an unusable codec.")
         unlimited = ProbeLimits(max_duration_s=math.inf, max_side=sys.maxsize, timeout_s=timeout_s)
         written = await probe(tmp, unlimited)

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from gateway.errors import InsufficientStorage
+from gateway.media import space
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -82,7 +85,8 @@ class MediaStore:
     async def temp_dir(self) -> AsyncIterator[Path]:
         """A fresh directory under ``tmp/``, removed on exit whatever happens (in a thread: it may hold a GiB)."""
         path = self.tmp / uuid.uuid4().hex
-        await asyncio.to_thread(path.mkdir)
+        with space.full_disk_refused(self.tmp):
+            await asyncio.to_thread(path.mkdir)
         try:
             yield path
         finally:
@@ -206,9 +210,29 @@ class MediaStore:
     async def evict(self) -> list[str]:
         """Delete least-recently-used objects (never pinned ones) until the cache fits its bound."""
         async with self._evict_lock:
-            return await asyncio.to_thread(self._evict_sync)
+            return await asyncio.to_thread(self._evict_sync, lambda total: total <= self.max_bytes)
 
-    def _evict_sync(self) -> list[str]:
+    async def make_room(self, needed: int) -> bool:
+        """Delete least-recently-used objects (never pinned ones) until the media folder's filesystem has ``needed``
+        bytes free or nothing is left to delete; True if anything was deleted. For a write that found the disk full:
+        the cache's own bound cannot know how small the disk is, or what else fills it."""
+        async with self._evict_lock:
+            evicted = await asyncio.to_thread(self._evict_sync, lambda _: space.free_bytes(self.root) >= needed)
+        logger.warning("media folder full: evicted %d cached videos to make room for %d bytes", len(evicted), needed,
+                       extra={"evicted": len(evicted), "needed_bytes": needed})
+        return bool(evicted)
+
+    async def with_room(self, work: Callable[[], Awaitable[T]], needed: int) -> T:
+        """``work()``; when it finds the disk full, ``make_room(needed)`` and run it once more. Its second
+        InsufficientStorage, or the first when nothing could be evicted, is the caller's."""
+        try:
+            return await work()
+        except InsufficientStorage:
+            if not await self.make_room(needed):
+                raise
+        return await work()
+
+    def _evict_sync(self, enough: Callable[[int], bool]) -> list[str]:
         entries = []
         total = 0
         for folder in self.objects.iterdir():
@@ -217,7 +241,7 @@ class MediaStore:
             entries.append((_used_at(folder), folder, size))
         evicted = []
         for _, folder, size in sorted(entries):
-            if total <= self.max_bytes:
+            if enough(total):
                 break
             if folder.name in self._pins:
                 continue
@@ -243,14 +267,18 @@ async def _in_thread_to_the_end(work: Callable[..., T], *args: object) -> T:
 
 
 def write_json_atomic(path: Path, data: object, tmp_dir: Path) -> None:
-    """Write JSON to a temp file in ``tmp_dir`` (same filesystem), fsync, then rename over ``path``."""
+    """Write JSON to a temp file in ``tmp_dir`` (same filesystem), fsync, then rename over ``path``.
+
+    Raises InsufficientStorage when the disk is full (the old file, if any, is left as it was).
+    """
     tmp = tmp_dir / f".{path.name}.{uuid.uuid4().hex}"
     try:
-        with tmp.open("w") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with space.full_disk_refused(tmp_dir):
+            with tmp.open("w") as handle:
+                json.dump(data, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

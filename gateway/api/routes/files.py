@@ -31,7 +31,7 @@ async def upload_file(request: Request, settings: SettingsDep) -> JSONResponse:
     """Multipart ``file`` + ``purpose``; the video is checked and sanitized before the id is returned."""
     library = library_of(request)
     async with library.store.temp_dir() as work:
-        upload = await receive_upload(request, work, settings.media_max_bytes)
+        upload = await receive_upload(request, work, settings.media_max_bytes, make_room=library.store.make_room)
         purpose = upload.fields.get("purpose", "user_data").strip() or "user_data"
         if purpose not in _PURPOSES:
             raise InvalidRequest(f"Unknown purpose '{purpose}'.", param="purpose", code="invalid_value")
