@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from gateway.errors import NotAVideo
-from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
+from gateway.media.ffmpeg import INPUT_GUARDS, ToolResult, input_url, run_tool
 from gateway.media.probe import Probe
 from gateway.media.space import out_of_space, tool_ran_out
 
@@ -286,7 +286,7 @@ async def _extract_batch(video: Path, found: Probe, index: FrameIndex, batch: li
                                             batch], width=width, height=height, threads=threads)
     async with workers:
         result = await run_tool(args, timeout_s=timeout_s)
-    _refuse_full_disk(result.returncode, result.stderr, work)
+    _refuse_full_disk(result, work)
     for number, keyframe, frames in batch:
         group_dir = work / str(number)
         if result.returncode == 0 and await asyncio.to_thread(_place, group_dir, frames, out_dir):
@@ -310,17 +310,17 @@ async def _extract_group(video: Path, found: Probe, index: FrameIndex, starts: l
                          out_dir=work)
         async with workers:
             result = await run_tool(args, timeout_s=timeout_s)
-        _refuse_full_disk(result.returncode, result.stderr, work)
+        _refuse_full_disk(result, work)
         if result.returncode == 0 and await asyncio.to_thread(_place, work, frames, out_dir):
             return
         shutil.rmtree(work, ignore_errors=True)
     raise NotAVideo("Frames of the video could not be decoded; the file is damaged.")
 
 
-def _refuse_full_disk(returncode: int, stderr: str, work: Path) -> None:
-    """InsufficientStorage for a run that failed for want of room: retrying from another keyframe would only
-    fill the disk again, and "damaged" would blame the video."""
-    if returncode != 0 and tool_ran_out(stderr, work):
+def _refuse_full_disk(result: ToolResult, work: Path) -> None:
+    """InsufficientStorage for a run that ran out of room: retrying from another keyframe would only fill the disk
+    again, and "damaged" would blame the video."""
+    if tool_ran_out(result, work):
         raise out_of_space(work)
 
 

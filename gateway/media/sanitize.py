@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.errors import NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.probe import Probe, ProbeLimits, probe
-from gateway.media.space import out_of_space, tool_ran_out
+from gateway.media.space import nearly_full, out_of_space, tool_ran_out
 
 # Video is stream-copied only when it is 8-bit 4:2:0 H.264, which browsers, Gemini and vLLM's decoders all
 # accept. HEVC is re-encoded although copying it would be faster: Firefox and some Chromium builds cannot
@@ -56,13 +56,18 @@ async def sanitize(src: Path, found: Probe, dest: Path, *, timeout_s: float) -> 
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
         result = await run_tool(sanitize_args(src, found, tmp), timeout_s=timeout_s)
+        if tool_ran_out(result, tmp):
+            raise out_of_space(tmp)
         if result.returncode != 0:
-            # Asked before the partial copy goes: the room it took is the evidence when ffmpeg's words are not.
-            if tool_ran_out(result.stderr, tmp):
-                raise out_of_space(tmp)
             raise NotAVideo("The video could not be converted; the file is damaged or uses an unusable codec.")
         unlimited = ProbeLimits(max_duration_s=math.inf, max_side=sys.maxsize, timeout_s=timeout_s)
-        written = await probe(tmp, unlimited)
+        try:
+            written = await probe(tmp, unlimited)
+        except NotAVideo:
+            # The input probed well, so a copy ffmpeg called good that reads as no video lost its last writes.
+            if nearly_full(tmp):
+                raise out_of_space(tmp) from None
+            raise
         if written.duration_s < found.duration_s * TRUNCATED_RATIO - TRUNCATED_SLACK_S:
             raise NotAVideo(
                 f"The video is truncated: its header promises {found.duration_s:.1f} s, "

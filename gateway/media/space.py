@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from gateway.errors import InsufficientStorage
+from gateway.media.ffmpeg import ToolResult
 from gateway.settings import SharedSettings
 
 logger = logging.getLogger(__name__)
@@ -45,15 +46,27 @@ def free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def tool_ran_out(stderr: str, output: Path) -> bool:
-    """Whether a failed ffmpeg run writing under ``output`` failed for want of room (call it before its partial
-    output is removed: the free space it left is the evidence when the message is not)."""
-    if any(text in stderr for text in _FULL_TEXTS):
-        return True
+def says_disk_full(stderr: str) -> bool:
+    """Whether a tool's complaint is a write refused for want of room."""
+    return any(text in stderr for text in _FULL_TEXTS)
+
+
+def nearly_full(path: Path) -> bool:
+    """Whether the filesystem holding ``path`` has too little room left for a tool's next write."""
     try:
-        return free_bytes(output) < _NEARLY_FULL_BYTES
+        return free_bytes(path) < _NEARLY_FULL_BYTES
     except OSError:
         return False
+
+
+def tool_ran_out(result: ToolResult, output: Path) -> bool:
+    """Whether an ffmpeg run writing under ``output`` ran out of room. Ask before its partial output is removed:
+    the room that output took is the evidence when ffmpeg's words are not there.
+
+    Its words count whatever its exit status: ffmpeg 5.1 exits 0 when the disk refuses its trailer ("Error writing
+    trailer of …: No space left on device", seen on a full tmpfs), leaving an MP4 without its index.
+    """
+    return says_disk_full(result.stderr) or (result.returncode != 0 and nearly_full(output))
 
 
 def out_of_space(where: Path) -> InsufficientStorage:

@@ -218,8 +218,9 @@ class MediaStore:
         the cache's own bound cannot know how small the disk is, or what else fills it."""
         async with self._evict_lock:
             evicted = await asyncio.to_thread(self._evict_sync, lambda _: space.free_bytes(self.root) >= needed)
-        logger.warning("media folder full: evicted %d cached videos to make room for %d bytes", len(evicted), needed,
-                       extra={"evicted": len(evicted), "needed_bytes": needed})
+        if evicted:
+            logger.warning("media folder full: evicted %d cached videos to make room for %d bytes", len(evicted),
+                           needed, extra={"evicted": len(evicted), "needed_bytes": needed})
         return bool(evicted)
 
     async def with_room(self, work: Callable[[], Awaitable[T]], needed: int) -> T:
