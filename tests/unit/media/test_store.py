@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import InsufficientStorage
+from gateway.media import space
 from gateway.media.store import MediaStore, StoredObject, url_key, write_json_atomic
 
 KB = 1024
@@ -268,3 +271,88 @@ async def test_a_temp_dir_is_removed_even_when_its_user_is_cancelled(store: Medi
     with pytest.raises(asyncio.CancelledError):
         await task
     assert names(store.tmp) == []
+
+
+# --- a full disk ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def disk_of(store: MediaStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The media folder as a disk of ``[size]`` bytes (change it to resize): free space is what the objects leave."""
+    size = [0]
+
+    def free_bytes(path: Path) -> int:
+        return size[0] - sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file())
+
+    monkeypatch.setattr(space, "free_bytes", free_bytes)
+    return size
+
+
+async def test_make_room_evicts_least_recently_used_until_the_disk_has_room(store: MediaStore,
+                                                                             disk_of: list[int]) -> None:
+    disk_of[0] = 200 * KB
+    for n in range(4):
+        put(store, oid(n), 40 * KB, used_at=1_000_000 + n)
+    await store.get(oid(0))  # the oldest becomes the newest
+    async with store.pinned(oid(1)):
+        assert await store.make_room(100 * KB)
+    assert names(store.objects) == sorted([oid(0), oid(1)])  # oid(2), oid(3) went; pinned oid(1) stayed
+    assert names(store.tmp) == []
+    assert await store.make_room(100 * KB) is False  # room enough already: nothing evicted
+
+
+async def test_make_room_with_nothing_to_evict_says_so(store: MediaStore, disk_of: list[int]) -> None:
+    disk_of[0] = 50 * KB
+    put(store, oid(0), 40 * KB)
+    async with store.pinned(oid(0)):
+        assert await store.make_room(100 * KB) is False
+    assert names(store.objects) == [oid(0)]
+
+
+async def test_with_room_runs_work_once_more_after_evicting(store: MediaStore, disk_of: list[int]) -> None:
+    disk_of[0] = 100 * KB
+    put(store, oid(0), 80 * KB)
+    runs: list[int] = []
+
+    async def work() -> str:
+        runs.append(space.free_bytes(store.root))
+        if len(runs) == 1:
+            raise InsufficientStorage("full")
+        return "done"
+
+    assert await store.with_room(work, needed=50 * KB) == "done"
+    assert len(runs) == 2 and runs[1] >= 50 * KB
+    assert names(store.objects) == []
+
+
+async def test_with_room_gives_up_after_one_retry_or_when_nothing_can_go(store: MediaStore,
+                                                                         disk_of: list[int]) -> None:
+    disk_of[0] = 100 * KB
+    put(store, oid(0), 80 * KB)
+    runs: list[int] = []
+
+    async def full() -> None:
+        runs.append(1)
+        raise InsufficientStorage("full")
+
+    with pytest.raises(InsufficientStorage):
+        await store.with_room(full, needed=50 * KB)
+    assert len(runs) == 2  # the first, and one after the eviction
+    with pytest.raises(InsufficientStorage):
+        await store.with_room(full, needed=50 * KB)
+    assert len(runs) == 3  # nothing left to evict: no second run
+
+
+def test_write_json_atomic_on_a_full_disk_is_insufficient_storage(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "a.json"
+    target.write_text('{"old": true}')
+
+    def full(_: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(InsufficientStorage):
+        write_json_atomic(target, {"new": True}, tmp_path)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert names(tmp_path) == ["a.json"]
