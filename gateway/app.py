@@ -7,10 +7,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 import httpx2
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from gateway.api.admission import AUTO_FLOOR, Admission, AutoSize
-from gateway.api.deps import require_api_key
+from gateway.api.auth import ApiKeyMiddleware
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
@@ -85,13 +85,15 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
     app.state.metrics = app_metrics
     app.state.gemini_health = {}  # /ready caches Gemini's state briefly
     install_error_handlers(app)
+    # Outermost last: request context, then the key check, then the body limit, so no body is read for a stranger.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics)
 
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(web.router)  # the page at / (public; it sends the key on its /v1 calls)
     app.include_router(admin.router)
-    for router in (models.router, chat.router, files.router, videos.router):
-        app.include_router(router, dependencies=[Depends(require_api_key)])
+    for router in (models.router, chat.router, files.router, videos.router):  # /v1/…: ApiKeyMiddleware guards them
+        app.include_router(router)
     return app

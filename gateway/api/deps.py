@@ -1,14 +1,13 @@
-"""FastAPI dependencies: typed access to what the lifespan built, and the API-key check."""
+"""FastAPI dependencies: typed access to what the lifespan built (the API-key check is ``auth.py``'s middleware)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
 from gateway.backends.vllm import VllmBackend
-from gateway.errors import AuthenticationFailed, BackendUnavailable
+from gateway.errors import BackendUnavailable
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
@@ -33,20 +32,3 @@ def vllm_backend(request: Request) -> VllmBackend:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 VllmDep = Annotated[VllmBackend, Depends(vllm_backend)]
-
-
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """When API keys are configured, accept only ``Authorization: Bearer <one of them>``."""
-    if not settings.api_keys:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed(
-            "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
-        )
-    presented = token.strip().encode()
-    # Compare against every key so timing does not reveal which one (or how much of one) matched.
-    matches = [hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.api_keys]
-    if not any(matches):
-        raise AuthenticationFailed("Invalid API key.")

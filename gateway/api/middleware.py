@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -12,9 +13,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.api.handlers import render_error
 from gateway.errors import RequestTooLarge, VChatError
 from gateway.logs import request_id_var
+from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
 
 logger = logging.getLogger("gateway.access")
+
+# A body this large (a video as a data URL) leaves its chunks' memory to be handed back to the OS when it is done.
+TRIM_AFTER_BYTES = 8 * 2**20
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -83,21 +88,80 @@ class RequestContextMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses request bodies over ``max_bytes`` (413): by Content-Length up front, and by counting as they stream
-    in, since a chunked body announces nothing. Data URLs arrive inside JSON bodies, so this bounds them too."""
+    in, since a chunked body announces nothing. Data URLs arrive inside JSON bodies, so this bounds them too.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A body the app reads whole (JSON) is read here, into a list that is dropped the moment the limit is passed.
+    Refusing from inside the app's ``receive`` instead (an exception raised through Starlette's ``Request.body``)
+    kept the body alive: the exception's traceback holds the frame that gathered the chunks, in a reference cycle
+    that only a full garbage collection frees, and a body is bytes the collector does not count, so none came.
+    Each refused 1.4 GB body stayed in memory for good. A multipart upload is streamed to disk by its route
+    (``multipart.py``, with a cap of its own) and only counted here; its refusal holds nothing but the last chunk.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, trim_after_bytes: int = TRIM_AFTER_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.trim_after_bytes = trim_after_bytes
+
+    def _too_large(self) -> RequestTooLarge:
+        return RequestTooLarge(f"The request body is larger than the {self.max_bytes // 2**20} MiB limit.")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = RequestTooLarge(f"The request body is larger than the {self.max_bytes // 2**20} MiB limit.")
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await render_error(too_large)(scope, receive, send)
-                return
+        headers = dict(scope.get("headers", ()))
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await render_error(self._too_large())(scope, receive, send)
+            return
+        if headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data"):
+            await self.app(scope, self._counted(receive), send)
+            return
+        first = await self._whole_body(receive)
+        if first is None:
+            await render_error(self._too_large())(scope, receive, send)
+            await asyncio.to_thread(release_free_memory)
+            return
+        large = len(first.get("body", b"")) >= self.trim_after_bytes
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
+            return await receive()  # nothing more but the client's disconnect
+
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            if large:
+                del first
+                await asyncio.to_thread(release_free_memory)
+
+    async def _whole_body(self, receive: Receive) -> Message | None:
+        """The body as one ``http.request`` message (a disconnect as itself), or None once over the limit."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message  # the client left: the app sees it when it reads
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                chunks.clear()  # freed here and now, not by a later garbage collection
+                return None
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                # One chunk joins to itself (no copy); Starlette's own join of one chunk is free too.
+                body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                return {"type": "http.request", "body": body, "more_body": False}
+
+    def _counted(self, receive: Receive) -> Receive:
         seen = 0
 
         async def counted() -> Message:
@@ -106,7 +170,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise too_large
+                    raise self._too_large()  # made here: a closure holding it would close a reference cycle
             return message
 
-        await self.app(scope, counted, send)
+        return counted
