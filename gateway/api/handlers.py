@@ -8,9 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from gateway.errors import (
     AuthenticationFailed,
+    ClientGone,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -27,10 +29,12 @@ def render_error(error: VChatError) -> JSONResponse:
 
 
 def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
-    # FastAPI wraps errors raised while it reads the body (e.g. our own size limit) in a 400: unwrap ours.
+    # FastAPI wraps errors raised while it reads the body (our size limit, a client leaving) in a 400: unwrap them.
     for cause in (exc.__cause__, exc.__context__):
         if isinstance(cause, VChatError):
             return cause
+        if isinstance(cause, ClientDisconnect):
+            return ClientGone("The client closed the connection while sending the request body.")
     if exc.status_code == 404:
         return NotFound("Not found: no such route.", code="not_found")
     if exc.status_code == 405:
@@ -71,16 +75,22 @@ def _from_validation_error(exc: RequestValidationError, content_type: str) -> VC
     return RequestValidationFailed(f"Invalid request{where}: {message}.", param=param)
 
 
+def _logged(error: VChatError) -> VChatError:
+    if error.status_code >= 500:
+        logger.warning("request failed: %s", error.message, extra={"error_code": error.code})
+    elif isinstance(error, ClientGone):  # not an error of ours, but worth a line: work stopped for it
+        logger.info("client disconnected: %s", error.message)
+    return error
+
+
 async def _vchat_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VChatError)
-    if exc.status_code >= 500:
-        logger.warning("request failed: %s", exc.message, extra={"error_code": exc.code})
-    return render_error(exc)
+    return render_error(_logged(exc))
 
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    response = render_error(_from_http_exception(exc))
+    response = render_error(_logged(_from_http_exception(exc)))
     if exc.headers:
         response.headers.update(exc.headers)
     return response
