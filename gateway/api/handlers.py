@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -29,12 +30,15 @@ def render_error(error: VChatError) -> JSONResponse:
 
 
 def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
-    # FastAPI wraps errors raised while it reads the body (our size limit, a client leaving) in a 400: unwrap them.
+    # FastAPI wraps errors raised while it reads the body (our size limit, a client leaving, JSON its parser gives up
+    # on) in a 400 "There was an error parsing the body": unwrap them.
     for cause in (exc.__cause__, exc.__context__):
         if isinstance(cause, VChatError):
             return cause
         if isinstance(cause, ClientDisconnect):
             return ClientGone("The client closed the connection while sending the request body.")
+    if exc.status_code == 400 and isinstance(exc.__cause__, Exception):
+        return _unreadable_body(exc.__cause__)
     if exc.status_code == 404:
         return NotFound("Not found: no such route.", code="not_found")
     if exc.status_code == 405:
@@ -48,18 +52,47 @@ def _from_http_exception(exc: StarletteHTTPException) -> VChatError:
     return error
 
 
+def _unreadable_body(cause: Exception) -> RequestValidationFailed:
+    """The one shape of a body that is not JSON, whichever way the parser failed (every one is 422 invalid_json)."""
+    if isinstance(cause, RecursionError):
+        why = "it is nested too deeply"
+    elif isinstance(cause, UnicodeDecodeError):
+        why = f"it is not UTF-8 text (byte {cause.start} is 0x{cause.object[cause.start]:02x})"
+    else:
+        why = "it could not be parsed"
+    return RequestValidationFailed(f"The request body is not valid JSON: {why}.", code="invalid_json")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
 def _from_validation_error(exc: RequestValidationError, content_type: str) -> VChatError:
     first = exc.errors()[0] if exc.errors() else {}
     # "<...>" segments are the tags of the request schema's unions (schemas.py), not places in the body.
     loc = [str(part) for part in first.get("loc", ()) if part != "body" and not str(part).startswith("<")]
     kind = first.get("type")
+    ctx = first.get("ctx") or {}
     if kind == "json_invalid":
+        where = f" (at character {loc[0]})" if loc else ""
         return RequestValidationFailed(
-            f"The request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}.",
-            code="invalid_json",
+            f"The request body is not valid JSON: {ctx.get('error', 'parse error')}{where}.", code="invalid_json",
         )
+    if not loc and kind == "missing":
+        return RequestValidationFailed("The request body is empty; send a JSON object.", code="invalid_json")
     if not loc and kind in ("model_attributes_type", "dict_type", "model_type"):
-        # FastAPI reads a body as JSON only when it is declared so; anything else arrives as text or bytes.
+        given = first.get("input")
+        if not isinstance(given, bytes):  # FastAPI parsed it as JSON: the JSON is of the wrong kind
+            return RequestValidationFailed(
+                f"The request body must be a JSON object, not {_json_kind(given)}.", code="invalid_json",
+            )
+        # FastAPI reads a body as JSON only when it is declared so; anything else arrives as bytes.
         sent = f"Content-Type '{content_type}'" if content_type else "no Content-Type"
         return RequestValidationFailed(
             f"The request body must be a JSON object sent with 'Content-Type: application/json' (got {sent}).",

@@ -48,6 +48,28 @@ def test_malformed_json_is_422_envelope(gateway_factory: GatewayFactory) -> None
     assert response.headers["x-request-id"] == "bad-json-1"
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    (b"[" * 100_000 + b"]" * 100_000, "The request body is not valid JSON: it is nested too deeply."),
+    (b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "The request body is not valid JSON: it is nested too deeply."),
+    (b'{"model": "\xff\xfe", "messages": []}',
+     "The request body is not valid JSON: it is not UTF-8 text (byte 11 is 0xff)."),
+    (b'{"model": "x", "messages": [', "The request body is not valid JSON: Expecting value (at character 28)."),
+    (b"", "The request body is empty; send a JSON object."),
+    (b"[1, 2]", "The request body must be a JSON object, not an array."),
+    (b'"hi"', "The request body must be a JSON object, not a string."),
+    (b"3.5", "The request body must be a JSON object, not a number."),
+    (b"null", "The request body must be a JSON object, not null."),
+    (b"true", "The request body must be a JSON object, not true."),
+], ids=["nested", "nested-inside", "not-utf8", "cut-short", "empty", "array", "string", "number", "null", "true"])
+def test_every_broken_body_is_one_422_invalid_json(gateway_factory: GatewayFactory, body: bytes, message: str) -> None:
+    gw = gateway_factory()
+    for route in ("/v1/chat/completions", "/v1/videos"):
+        response = httpx.post(f"{gw.url}{route}", content=body, headers={"content-type": "application/json"})
+        error = assert_envelope(response, 422, "invalid_json")
+        assert error == {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_json"}
+
+
 def test_schema_violation_names_the_field(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory()
     response = httpx.post(f"{gw.url}/v1/chat/completions",
