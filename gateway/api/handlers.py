@@ -99,6 +99,11 @@ def _from_validation_error(exc: RequestValidationError, content_type: str) -> VC
             code="invalid_content_type",
         )
     message = str(first.get("msg", "invalid value"))
+    if kind == "too_long":  # pydantic's words ("Dictionary … after validation, not more") are its own
+        given = first.get("input")
+        items = "entries" if isinstance(given, dict) else "items"
+        count = len(given) if isinstance(given, list | dict) else ctx.get("actual_length")
+        message = f"At most {ctx.get('max_length')} {items} are allowed, got {count}"
     if kind == "unknown_part_type":
         given = first.get("input", {}).get("type") if isinstance(first.get("input"), dict) else None
         loc.append("type")
