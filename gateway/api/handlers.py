@@ -19,6 +19,8 @@ from gateway.errors import (
     NotFound,
     RequestValidationFailed,
     VChatError,
+    excerpt,
+    param_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def _json_kind(value: object) -> str:
 def _from_validation_error(exc: RequestValidationError, content_type: str) -> VChatError:
     first = exc.errors()[0] if exc.errors() else {}
     # "<...>" segments are the tags of the request schema's unions (schemas.py), not places in the body.
-    loc = [str(part) for part in first.get("loc", ()) if part != "body" and not str(part).startswith("<")]
+    loc = [param_name(str(part)) for part in first.get("loc", ()) if part != "body" and not str(part).startswith("<")]
     kind = first.get("type")
     ctx = first.get("ctx") or {}
     if kind == "json_invalid":
@@ -93,7 +95,7 @@ def _from_validation_error(exc: RequestValidationError, content_type: str) -> VC
                 f"The request body must be a JSON object, not {_json_kind(given)}.", code="invalid_json",
             )
         # FastAPI reads a body as JSON only when it is declared so; anything else arrives as bytes.
-        sent = f"Content-Type '{content_type}'" if content_type else "no Content-Type"
+        sent = f"Content-Type {excerpt(content_type)}" if content_type else "no Content-Type"
         return RequestValidationFailed(
             f"The request body must be a JSON object sent with 'Content-Type: application/json' (got {sent}).",
             code="invalid_content_type",
@@ -107,7 +109,7 @@ def _from_validation_error(exc: RequestValidationError, content_type: str) -> VC
     if kind == "unknown_part_type":
         given = first.get("input", {}).get("type") if isinstance(first.get("input"), dict) else None
         loc.append("type")
-        message = f"{message} (got {given!r})" if given is not None else f"{message} (the part has none)"
+        message = f"{message} (got {excerpt(given)})" if given is not None else f"{message} (the part has none)"
     param = ".".join(loc) or None
     where = f" at '{param}'" if param else ""
     return RequestValidationFailed(f"Invalid request{where}: {message}.", param=param)

@@ -14,7 +14,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect
 
-from gateway.errors import ClientGone, InvalidRequest, MediaTooLarge
+from gateway.errors import ClientGone, InvalidRequest, MediaTooLarge, excerpt, param_name
 
 _MAX_FIELD_BYTES = 4096
 # What a body may carry besides the file's bytes: boundaries, part headers, a few short fields (purpose).
@@ -113,7 +113,7 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         elif len(current.text) + len(chunk) <= _MAX_FIELD_BYTES:
             current.text.extend(chunk)
         else:
-            raise InvalidRequest(f"The form field '{current.name}' is too long.", param=current.name,
+            raise InvalidRequest(f"The form field {excerpt(current.name)} is too long.", param=param_name(current.name),
                                  code="invalid_upload")
 
     def on_part_end() -> None:

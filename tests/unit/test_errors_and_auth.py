@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.errors import EXCERPT_CHARS, excerpt
 from tests.conftest import GatewayFactory
 
 
@@ -188,3 +189,11 @@ def test_request_body_over_the_limit_is_413(gateway_factory: GatewayFactory) -> 
                           headers={"content-type": "application/json"})
     assert "content-length" not in streamed.request.headers
     assert_envelope(streamed, 413, "request_too_large")
+
+
+def test_an_excerpt_is_short_escaped_and_a_whole_literal() -> None:
+    assert excerpt("videochat-r1.5") == "'videochat-r1.5'"
+    assert excerpt("a\x00\r\n\x1b[2J\u202e") == "'a\\x00\\r\\n\\x1b[2J\\u202e'"
+    shown = excerpt("\u202e" * 1000)
+    assert shown == "'" + "\\u202e" * 10 + "'… (1000 characters)"  # 62 characters of literal: no escape is cut
+    assert len(excerpt("x" * 10**6)) <= EXCERPT_CHARS + len("… (1000000 characters)")

@@ -157,3 +157,26 @@ def test_a_number_that_is_not_finite_says_so(gateway_factory: GatewayFactory, li
     assert error["param"] == param
     assert error["message"] == f"Invalid request at '{param}': Input should be a finite number."
 
+
+def test_a_huge_or_unprintable_model_name_is_quoted_short_and_escaped(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, {**chat(HI), "model": "m" * 2**20}), 404, "model_not_found")
+    assert error["message"] == f"The model '{'m' * 62}'… (1048576 characters) does not exist: no local model is " \
+                               "configured."
+    error = assert_envelope(post(gw.url, {**chat(HI), "model": "evil\x1b[2J\r\nX-Injected: 1"}), 404, "model_not_found")
+    assert error["message"] == ("The model 'evil\\x1b[2J\\r\\nX-Injected: 1' does not exist: "
+                                "no local model is configured.")
+
+
+def test_a_huge_logit_bias_key_or_part_type_is_quoted_short(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = post(gw.url, {**chat(HI), "logit_bias": {"k" * 2**20: 1, **{str(n): 1 for n in range(200)}}})
+    error = assert_envelope(response, 422, "invalid_value")
+    assert len(response.content) < 1000
+    assert error["param"] == f"logit_bias.'{'k' * 62}'… (1048576 characters).[key]"
+    part = {"type": "\x00" * 2**20}
+    response = post(gw.url, chat({"role": "user", "content": [part]}))
+    error = assert_envelope(response, 422, "invalid_value")
+    assert len(response.content) < 1000
+    shown = "'" + "\\x00" * 15 + "'… (1048576 characters)"
+    assert str(error["message"]).endswith(f"(got {shown}).")

@@ -106,3 +106,21 @@ def test_an_announced_length_within_the_allowance_is_read(gateway_factory: Gatew
     assert error["code"] == "video_too_large"
     assert error["message"] == "The upload is larger than the limit of 100000 bytes."
 
+
+def test_form_values_are_quoted_short_and_escaped(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    purpose = "\x1b[2J" + "p" * 3000
+    form = {"purpose": purpose}
+    response = httpx.post(f"{gw.url}/v1/files", files={"file": ("a.mp4", b"not a video")}, data=form, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "message": f"Unknown purpose '\\x1b[2J{'p' * 55}'… (3004 characters).", "type": "invalid_request_error",
+        "param": "purpose", "code": "invalid_value"}
+
+    name = "n" * 100
+    response = httpx.post(f"{gw.url}/v1/files", files={"file": ("a.mp4", b"x")}, data={name: "v" * 5000}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == {
+        "message": f"The form field '{'n' * 62}'… (100 characters) is too long.", "type": "invalid_request_error",
+        "param": f"'{'n' * 62}'… (100 characters)", "code": "invalid_upload"}
+    assert media_entries(gw.settings.media_dir)["tmp"] == []
