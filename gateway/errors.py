@@ -23,12 +23,35 @@
     └── BackendUnavailable           (503 service_unavailable, with Retry-After)
         └── BackendTimeout           (504 timeout)
 
-Backends translate httpx / SDK errors into these at their boundary; nothing else reaches a client.
+Backends translate httpx / SDK errors into these at their boundary; nothing else reaches a client. A message
+that quotes what the client sent quotes ``excerpt(value)``: short and escaped, never the whole value.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+EXCERPT_CHARS = 64
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``value`` quoted for an error message: repr-escaped (control characters shown as escapes, not sent) and cut
+    to ``limit`` characters, saying how long it was when cut; a megabyte model name must not come back whole."""
+    quoted = repr(value)
+    if len(quoted) <= limit:
+        return quoted
+    if not isinstance(value, str):
+        return f"{quoted[:limit]}…"
+    cut = value[:limit]
+    while len(repr(cut)) > limit:  # cut the text, not its escapes: the excerpt stays a whole literal
+        cut = cut[:-1]
+    return f"{cut!r}… ({len(value)} characters)"
+
+
+def param_name(name: str) -> str:
+    """A name the client chose (a logit_bias key, a form field) as an error's ``param``: itself when it is short and
+    printable, else its excerpt."""
+    return name if len(name) <= EXCERPT_CHARS and name.isprintable() else excerpt(name)
 
 
 class VChatError(Exception):

@@ -8,10 +8,11 @@ import re
 import time
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api.handlers import render_error
-from gateway.errors import RequestTooLarge, VChatError
+from gateway.errors import ClientGone, RequestTooLarge, VChatError
 from gateway.logs import request_id_var
 from gateway.memory import release_free_memory
 from gateway.metrics import Metrics
@@ -66,6 +67,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # Read past the client's leaving: no server error, nobody to answer, and no 500 in the counts.
+            logger.info("client disconnected before its request was read")
+            if not response_started:
+                status = ClientGone.status_code
         except Exception:
             logger.exception("unhandled error")
             if response_started:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect
 
-from gateway.errors import InvalidRequest, MediaTooLarge
+from gateway.errors import ClientGone, InvalidRequest, MediaTooLarge, excerpt, param_name
 from gateway.media.space import MakeRoom, Spool, full_disk_refused
 
 _MAX_FIELD_BYTES = 4096
+# What a body may carry besides the file's bytes: boundaries, part headers, a few short fields (purpose).
+_MULTIPART_ALLOWANCE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidRequest("Send the file as multipart/form-data with a 'file' field.", param=file_field,
                              code="invalid_upload")
+
+    announced = request.headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > max_bytes + _MULTIPART_ALLOWANCE:
+        # Refused before a byte is read: otherwise the client's whole gigabyte streams in just to be thrown away.
+        raise MediaTooLarge(f"The upload announces {int(announced)} bytes, more than the limit of {max_bytes} bytes.")
 
     target = dest_dir / f"upload-{uuid.uuid4().hex}"
     digest = hashlib.sha256()
@@ -109,7 +118,7 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         elif len(current.text) + len(chunk) <= _MAX_FIELD_BYTES:
             current.text.extend(chunk)
         else:
-            raise InvalidRequest(f"The form field '{current.name}' is too long.", param=current.name,
+            raise InvalidRequest(f"The form field {excerpt(current.name)} is too long.", param=param_name(current.name),
                                  code="invalid_upload")
 
     def on_part_end() -> None:
@@ -126,7 +135,7 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
     announced = request.headers.get("content-length", "")
     spool = Spool(handle, target, min(int(announced), max_bytes) if announced.isdigit() else max_bytes, make_room)
     try:
-        async for chunk in request.stream():
+        async for chunk in _body(request):
             try:
                 parser.write(chunk)
             except MultipartParseError:
@@ -152,3 +161,12 @@ async def receive_upload(request: Request, dest_dir: Path, max_bytes: int, file_
         raise
     return Upload(path=target, filename=state.filename or "upload", content_type=state.content_type,
                   size=state.size, sha256=digest.hexdigest(), fields=fields)
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    """The body's chunks; a client that leaves mid-upload is ``ClientGone`` (499, logged as such), not a 500."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise ClientGone("The client closed the connection during the upload.") from None

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from gateway.backends.gemini import GeminiBackend
 from gateway.backends.vllm import VllmBackend
-from gateway.errors import BackendUnavailable, InvalidRequest, ModelNotFound
+from gateway.errors import BackendUnavailable, InvalidRequest, ModelNotFound, excerpt
 from gateway.perception.merge import MergeMode
 from gateway.settings import Settings
 
@@ -46,7 +46,7 @@ async def route_model(request: Request, name: str, merge: str | None) -> ModelRo
     if vllm is None:
         if mode is not None:
             return ModelRoute(name, None, True, mode, "no local model is configured")
-        raise ModelNotFound(f"The model '{name}' does not exist: no local model is configured.", param="model")
+        raise ModelNotFound(f"The model {excerpt(name)} does not exist: no local model is configured.", param="model")
     try:
         served = await vllm.model_ids()
         if local not in served:  # perhaps an adapter loaded a moment ago
@@ -57,5 +57,5 @@ async def route_model(request: Request, name: str, merge: str | None) -> ModelRo
         raise
     if local not in served:
         listed = ", ".join(served + ([f"{m}{GEMINI_SUFFIX}" for m in served] if gemini else []))
-        raise ModelNotFound(f"The model '{name}' does not exist. Available models: {listed}.", param="model")
+        raise ModelNotFound(f"The model {excerpt(name)} does not exist. Available models: {listed}.", param="model")
     return ModelRoute(name, local, mode is not None, mode)

@@ -9,7 +9,8 @@ from pydantic_core import PydanticCustomError
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN and Infinity are not JSON but Python's parser takes them: "not a finite number" says what is wrong with them.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class TextPart(_Lenient):
@@ -111,28 +112,41 @@ class VChatOptions(_Lenient):
 
 
 PLAIN_CHAT_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs", "response_format")
+# Limits checked here rather than left to vLLM, whose messages for them are its own (and quote the whole value).
+MAX_MESSAGES = 2048  # OpenAI's limit on the messages array
+MAX_STOP_STRINGS = 4  # OpenAI's
+MAX_STOP_CHARS = 256
+MAX_LOGIT_BIAS = 300  # OpenAI's limit on the entries of logit_bias
+SEED_RANGE = (-(2**63), 2**63 - 1)  # vLLM's: a torch int64
 TokenId = Annotated[str, Field(pattern=r"^\d{1,7}$")]
 Bias = Annotated[float, Field(ge=-100, le=100)]
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+Stop = Annotated[
+    Annotated[StopString, Tag("<text>")]
+    | Annotated[list[StopString], Tag("<parts>"), Field(max_length=MAX_STOP_STRINGS)],
+    Discriminator(_content_tag, custom_error_type="stop_type",
+                  custom_error_message=f"'stop' is a string or a list of at most {MAX_STOP_STRINGS} strings"),
+]
 
 
 class ChatCompletionRequest(_Lenient):
     """``POST /v1/chat/completions``. Sampling fields are passed on; ``n`` must be 1."""
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stop: Stop | None = None
     stream: StrictBool = False  # "yes" or 1 is a mistake to report, not a true to guess
     stream_options: StreamOptions | None = None
     n: int = 1
     user: str | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[TokenId, Bias] | None = None
+    logit_bias: dict[TokenId, Bias] | None = Field(None, max_length=MAX_LOGIT_BIAS)
     # Passed on to vLLM for plain chat; refused on questions about a video (the perception loop has no use for them).
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.errors import EXCERPT_CHARS, excerpt
 from tests.conftest import GatewayFactory
 
 
@@ -46,6 +47,28 @@ def test_malformed_json_is_422_envelope(gateway_factory: GatewayFactory) -> None
     error = assert_envelope(response, 422, "invalid_json")
     assert "not valid JSON" in str(error["message"])
     assert response.headers["x-request-id"] == "bad-json-1"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"[" * 100_000 + b"]" * 100_000, "The request body is not valid JSON: it is nested too deeply."),
+    (b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "The request body is not valid JSON: it is nested too deeply."),
+    (b'{"model": "\xff\xfe", "messages": []}',
+     "The request body is not valid JSON: it is not UTF-8 text (byte 11 is 0xff)."),
+    (b'{"model": "x", "messages": [', "The request body is not valid JSON: Expecting value (at character 28)."),
+    (b"", "The request body is empty; send a JSON object."),
+    (b"[1, 2]", "The request body must be a JSON object, not an array."),
+    (b'"hi"', "The request body must be a JSON object, not a string."),
+    (b"3.5", "The request body must be a JSON object, not a number."),
+    (b"null", "The request body must be a JSON object, not null."),
+    (b"true", "The request body must be a JSON object, not true."),
+], ids=["nested", "nested-inside", "not-utf8", "cut-short", "empty", "array", "string", "number", "null", "true"])
+def test_every_broken_body_is_one_422_invalid_json(gateway_factory: GatewayFactory, body: bytes, message: str) -> None:
+    gw = gateway_factory()
+    for route in ("/v1/chat/completions", "/v1/videos"):
+        response = httpx.post(f"{gw.url}{route}", content=body, headers={"content-type": "application/json"})
+        error = assert_envelope(response, 422, "invalid_json")
+        assert error == {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_json"}
 
 
 def test_schema_violation_names_the_field(gateway_factory: GatewayFactory) -> None:
@@ -166,3 +189,11 @@ def test_request_body_over_the_limit_is_413(gateway_factory: GatewayFactory) -> 
                           headers={"content-type": "application/json"})
     assert "content-length" not in streamed.request.headers
     assert_envelope(streamed, 413, "request_too_large")
+
+
+def test_an_excerpt_is_short_escaped_and_a_whole_literal() -> None:
+    assert excerpt("videochat-r1.5") == "'videochat-r1.5'"
+    assert excerpt("a\x00\r\n\x1b[2J\u202e") == "'a\\x00\\r\\n\\x1b[2J\\u202e'"
+    shown = excerpt("\u202e" * 1000)
+    assert shown == "'" + "\\u202e" * 10 + "'… (1000 characters)"  # 62 characters of literal: no escape is cut
+    assert len(excerpt("x" * 10**6)) <= EXCERPT_CHARS + len("… (1000000 characters)")

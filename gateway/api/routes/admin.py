@@ -23,6 +23,7 @@ from gateway.errors import (
     NotFound,
     PermissionDenied,
     VChatError,
+    excerpt,
 )
 from gateway.settings import Settings
 
@@ -96,7 +97,7 @@ async def add_adapter(body: AddAdapter, settings: SettingsDep) -> JSONResponse:
 async def remove_adapter(name: str, settings: SettingsDep) -> JSONResponse:
     registry = _registry(settings)
     if await asyncio.to_thread(registry.get, name) is None:
-        raise NotFound(f"No adapter named '{name}'.", param="name", code="adapter_not_found")
+        raise NotFound(f"No adapter named {excerpt(name)}.", param="name", code="adapter_not_found")
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     results = await unload_everywhere(settings.replicas, name, dns=settings.vllm_replicas_dns, api_key=key)
     try:

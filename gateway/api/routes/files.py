@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from gateway.api.deps import SettingsDep
 from gateway.api.multipart import receive_upload
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import InvalidRequest, NotFound, excerpt
 from gateway.media.library import VideoLibrary
 
 router = APIRouter(tags=["files"])
@@ -23,7 +23,7 @@ def library_of(request: Request) -> VideoLibrary:
 
 
 def _not_found(file_id: str) -> NotFound:
-    return NotFound(f"No file with id '{file_id}'.", param="file_id", code="file_not_found")
+    return NotFound(f"No file with id {excerpt(file_id)}.", param="file_id", code="file_not_found")
 
 
 @router.post("/v1/files")
@@ -34,7 +34,7 @@ async def upload_file(request: Request, settings: SettingsDep) -> JSONResponse:
         upload = await receive_upload(request, work, settings.media_max_bytes, make_room=library.store.make_room)
         purpose = upload.fields.get("purpose", "user_data").strip() or "user_data"
         if purpose not in _PURPOSES:
-            raise InvalidRequest(f"Unknown purpose '{purpose}'.", param="purpose", code="invalid_value")
+            raise InvalidRequest(f"Unknown purpose {excerpt(purpose)}.", param="purpose", code="invalid_value")
         asset = await library.from_upload(upload.path, upload.sha256)
     record = await library.files.add(upload.filename, upload.size, purpose, asset.id)
     return JSONResponse(record.openai())

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.api.video_refs import VideoRef, resolve
-from gateway.errors import NotFound, VChatError
+from gateway.errors import NotFound, VChatError, excerpt
 from gateway.media.library import Asset, VideoLibrary
 
 router = APIRouter(tags=["videos"])
@@ -61,7 +61,7 @@ async def video_content(video_id: str, request: Request) -> FileResponse:
     """The sanitized MP4 (range requests work, so players can seek)."""
     stored = await _library(request).store.get(video_id)
     if stored is None or not await asyncio.to_thread(stored.video.is_file):
-        raise NotFound(f"No cached video '{video_id}'.", param="video_id", code="video_not_found")
+        raise NotFound(f"No cached video {excerpt(video_id)}.", param="video_id", code="video_not_found")
     return FileResponse(stored.video, media_type="video/mp4")
 
 
@@ -70,7 +70,7 @@ async def get_video(video_id: str, request: Request) -> JSONResponse:
     library = _library(request)
     stored = await library.store.get(video_id)
     if stored is None:
-        raise NotFound(f"No cached video '{video_id}'.", param="video_id", code="video_not_found")
+        raise NotFound(f"No cached video {excerpt(video_id)}.", param="video_id", code="video_not_found")
     try:
         asset = await library.load(stored)
     except (OSError, ValueError) as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from gateway.errors import NotFound
+from gateway.errors import NotFound, excerpt
 
 CANDIDATES = (
     Path(__file__).resolve().parents[3] / "web",  # the repository's web/ (checkout, editable install)
@@ -39,7 +39,7 @@ def _serve(root: Path | None, relative: str) -> FileResponse:
         path = (base / relative).resolve()
         if path.is_relative_to(base) and path.suffix in MEDIA_TYPES and path.is_file():
             return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=HEADERS)
-    raise NotFound(f"No page asset '{relative}'.", code="not_found")
+    raise NotFound(f"No page asset {excerpt(relative)}.", code="not_found")
 
 
 @router.get("/", response_model=None)

@@ -112,3 +112,71 @@ def test_an_html_page_that_is_not_a_video_is_415(gateway_factory: GatewayFactory
     response = httpx.post(f"{gw.url}/v1/videos", json={"url": url}, timeout=60)
     error = assert_envelope(response, 415, "not_a_video")
     assert error["message"] == "no video was found at this URL" or "video" in str(error["message"])
+
+
+HI = {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize(("fields", "param", "message"), [
+    ({"seed": 2**63}, "seed", "Input should be less than or equal to 9223372036854775807"),
+    ({"seed": -(2**63) - 1}, "seed", "Input should be greater than or equal to -9223372036854775808"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "At most 4 items are allowed, got 5"),
+    ({"stop": "x" * 257}, "stop", "String should have at most 256 characters"),
+    ({"stop": ["a", "x" * 257]}, "stop.1", "String should have at most 256 characters"),
+    ({"stop": 5}, "stop", "'stop' is a string or a list of at most 4 strings"),
+    ({"logit_bias": {str(token): 1 for token in range(301)}}, "logit_bias", "At most 300 entries are allowed, got 301"),
+    ({"messages": [HI] * 2049}, "messages", "At most 2048 items are allowed, got 2049"),
+], ids=["seed-high", "seed-low", "five-stops", "long-stop", "long-stop-in-list", "stop-number", "logit-bias-301",
+        "messages-2049"])
+def test_limits_are_checked_by_the_gateway(gateway_factory: GatewayFactory, fields: dict[str, Any], param: str,
+                                           message: str) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, {**chat(HI), **fields}), 422, "invalid_value")
+    assert error == {"message": f"Invalid request at '{param}': {message}.", "type": "invalid_request_error",
+                     "param": param, "code": "invalid_value"}
+
+
+def test_values_at_the_limits_pass_validation(gateway_factory: GatewayFactory) -> None:
+    # No model is configured: a body that passed validation gets the 404 of a missing model.
+    gw = gateway_factory()
+    for fields in ({"seed": 2**63 - 1}, {"seed": -(2**63)}, {"stop": ["a", "b", "c", "x" * 256]},
+                   {"logit_bias": {str(token): -100 for token in range(300)}}, {"messages": [HI] * 2048}):
+        assert_envelope(post(gw.url, {**chat(HI), **fields}), 404, "model_not_found")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(("field", "param"), [("temperature", "temperature"), ("logit_bias", "logit_bias.42")])
+def test_a_number_that_is_not_finite_says_so(gateway_factory: GatewayFactory, literal: str, field: str,
+                                             param: str) -> None:
+    gw = gateway_factory()
+    value = literal if field == "temperature" else f'{{"42": {literal}}}'
+    body = f'{{"model": "videochat-r1.5", "messages": [{{"role": "user", "content": "hi"}}], "{field}": {value}}}'
+    response = httpx.post(f"{gw.url}/v1/chat/completions", content=body.encode(),
+                          headers={"content-type": "application/json"})
+    error = assert_envelope(response, 422, "invalid_value")
+    assert error["param"] == param
+    assert error["message"] == f"Invalid request at '{param}': Input should be a finite number."
+
+
+def test_a_huge_or_unprintable_model_name_is_quoted_short_and_escaped(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, {**chat(HI), "model": "m" * 2**20}), 404, "model_not_found")
+    assert error["message"] == f"The model '{'m' * 62}'… (1048576 characters) does not exist: no local model is " \
+                               "configured."
+    error = assert_envelope(post(gw.url, {**chat(HI), "model": "evil\x1b[2J\r\nX-Injected: 1"}), 404, "model_not_found")
+    assert error["message"] == ("The model 'evil\\x1b[2J\\r\\nX-Injected: 1' does not exist: "
+                                "no local model is configured.")
+
+
+def test_a_huge_logit_bias_key_or_part_type_is_quoted_short(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    response = post(gw.url, {**chat(HI), "logit_bias": {"k" * 2**20: 1, **{str(n): 1 for n in range(200)}}})
+    error = assert_envelope(response, 422, "invalid_value")
+    assert len(response.content) < 1000
+    assert error["param"] == f"logit_bias.'{'k' * 62}'… (1048576 characters).[key]"
+    part = {"type": "\x00" * 2**20}
+    response = post(gw.url, chat({"role": "user", "content": [part]}))
+    error = assert_envelope(response, 422, "invalid_value")
+    assert len(response.content) < 1000
+    shown = "'" + "\\x00" * 15 + "'… (1048576 characters)"
+    assert str(error["message"]).endswith(f"(got {shown}).")
