@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -267,6 +268,19 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
 
 # --- bounded work -------------------------------------------------------------------------------------
 
+def memory_kib(field: str) -> int:
+    """VmRSS or VmHWM (peak RSS) of this process, the one the frame cache runs in, in KiB."""
+    match = re.search(rf"^{field}:\s+(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match, field
+    return int(match.group(1))
+
+
+def restart_peak_memory() -> int:
+    """Restart this process's VmHWM from its current RSS (Linux's clear_refs "5"); return that RSS in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return memory_kib("VmRSS")
+
+
 async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None:
     clip = make_clip(3 * 3600.0, "64x36", 1, audio=False, extra=("-preset", "ultrafast", "-g", "250"))
     video = video_dir(tmp_path, clip)
@@ -286,19 +300,28 @@ async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None
             peak_runs = max(peak_runs, len(live_pids(token=str(video.parent / "frames"))))
             await asyncio.sleep(0.005)
 
+    # Memory is measured too, from here: frames of 640x360 (about 15 KB each) make one round's frames a megabyte,
+    # well above the allocator's noise.
+    before_kib = restart_peak_memory()
     watcher = asyncio.create_task(watch())
     spans = [(), ((600.0, 660.0),), ((3000.0, 3100.0), (9000.0, 9050.0)), ((100.0, 130.0),), ()]
+    round_bytes = []
     for round_spans in spans:
         selection = round_frames(total, found.fps, per_round, round_spans)  # as the perception loop picks them
-        got = await frames.frames(video, found, list(selection.indices), width=56, height=28)
-        assert len(got.jpegs) == len(selection.indices) <= per_round + 4  # in memory: one round's frames
+        got = await frames.frames(video, found, list(selection.indices), width=640, height=360)
+        assert len(got.jpegs) == len(selection.indices) <= per_round + 4
+        round_bytes.append(sum(len(jpeg) for jpeg in got.jpegs))
         on_disk = all_files(video.parent / "frames")
         assert len(on_disk) <= cap + 1  # between rounds: the cap and index.json
         assert not any(".tmp" in name for name in on_disk)
     watching = False
     await watcher
+    grown = (memory_kib("VmHWM") - before_kib) * 1024
     assert peak_files <= cap + per_round + 4 + 1  # during a round: the cap, that round's new frames, the index
     assert 0 < peak_runs <= workers
+    # In memory, at the peak: a round's frames and their copies on the way (about 3x one round when measured), not
+    # the five rounds' (5x) nor the video's (10800 frames, some 150 MB at this size).
+    assert grown <= 6 * max(round_bytes), (grown, round_bytes)
 
 
 # --- cancel and timeout: every process gone, no partial file ------------------------------------------
