@@ -291,6 +291,7 @@ async def test_error_inside_a_stream_raises_from_the_iterator(fake_gemini: FakeG
             await anext(stream)
 
 
+@pytest.mark.timing
 async def test_stalled_stream_times_out(fake_gemini: FakeGemini, clip: Asset) -> None:
     fake_gemini.chunk_delay_s = 5
     async with backend_for(fake_gemini, timeout_s=0.3) as gemini:
@@ -371,6 +372,7 @@ async def test_failed_processing_is_refused_and_cleaned_up(fake_gemini: FakeGemi
     assert len(fake_gemini.seen("files.delete")) == 1 and fake_gemini.files == {}
 
 
+@pytest.mark.timing
 async def test_processing_that_never_ends_times_out(fake_gemini: FakeGemini, clip: Asset) -> None:
     fake_gemini.processing_s = 30
     async with backend_for(fake_gemini, inline_max_bytes=1000, upload_ready_timeout_s=0.6) as gemini:
