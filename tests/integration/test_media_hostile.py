@@ -139,6 +139,7 @@ def test_body_over_the_cap(gateway_factory: GatewayFactory, origin: Origin, clip
     assert "20000" in refused(gw, response, 413, "video_too_large")
 
 
+@pytest.mark.timing
 def test_server_trickling_slower_than_the_idle_timeout(gateway_factory: GatewayFactory, origin: Origin,
                                                        clip: bytes) -> None:
     gw = gateway_factory(media_idle_timeout_s=0.3)

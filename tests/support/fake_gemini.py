@@ -15,9 +15,10 @@ Wire format as google-genai 3.x sends and reads it (``google/genai/_api_client.p
 - Errors: ``{"error": {"code", "message", "status"}}`` (+ ``google.rpc.RetryInfo`` in ``details`` for 429), JSON.
 - The key travels in the ``x-goog-api-key`` header; the fake records where else it appears (``key_leaks``).
 
-Scripting, per test: ``latency_s``, ``chunk_delay_s``, ``processing_s``, ``fail_processing``, ``answer`` (text or a
-function of the request), ``model_version``, ``file_ttl_s``, ``fail(status, times=…, route=…, retry_after=…)``,
-``forget(name)`` (a file Gemini no longer has), ``stream_error_after``, ``models``, ``upload_url_has_key``.
+Scripting, per test: ``latency_s``, ``chunk_delay_s``, ``processing_s`` (or ``finish_processing()``),
+``fail_processing``, ``answer`` (text or a function of the request), ``model_version``, ``file_ttl_s``,
+``fail(status, times=…, route=…, retry_after=…)``, ``forget(name)`` (a file Gemini no longer has),
+``stream_error_after``, ``models``, ``upload_url_has_key``.
 Every request is in ``requests`` (``seen(route)``, ``uploads``); the key anywhere but its header in ``key_leaks``.
 """
 
@@ -228,6 +229,13 @@ class FakeGemini:
         """Answer the next ``times`` requests on ``route`` with ``status`` in Google's error shape."""
         with self._lock:
             self.failures += [Failure(status, route, message, retry_after, retry_delay) for _ in range(times)]
+
+    def finish_processing(self) -> None:
+        """End the processing of every file uploaded so far, now: a test steps a file to ACTIVE (or FAILED) by this
+        rather than by waiting out ``processing_s``."""
+        with self._lock:
+            for found in self.files.values():
+                found.ready_at = 0.0
 
     def forget(self, name: str) -> None:
         """Drop a file, as Gemini does when it expires: later requests naming it get 403 PERMISSION_DENIED."""

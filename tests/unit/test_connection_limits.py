@@ -7,6 +7,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import GatewayFactory
 
@@ -28,6 +29,7 @@ def closed_by_server(sock: socket.socket, deadline: float) -> bool:
     return False
 
 
+@pytest.mark.timing
 def test_idle_and_trickling_connections_are_closed_and_serving_goes_on(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(http_header_timeout_s=1.0)
     idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(SOCKETS // 2)]
@@ -59,6 +61,7 @@ def test_a_request_sent_in_time_is_answered(gateway_factory: GatewayFactory) -> 
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.timing
 def test_an_idle_keep_alive_connection_is_closed(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(http_keepalive_s=1.0, http_header_timeout_s=30.0)
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:

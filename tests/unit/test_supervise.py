@@ -142,6 +142,7 @@ def test_restart_delays_double_up_to_their_cap() -> None:
     assert [policy.delay_s(n) for n in range(7)] == [2, 2, 4, 8, 16, 32, 60]
 
 
+@pytest.mark.timing
 def test_a_killed_vllm_is_restarted_with_doubling_back_off(fake: FakeStack) -> None:
     launcher = fake.launch("vllm_launch", "--no-install")
     first = fake.wait_starts(1)[0]

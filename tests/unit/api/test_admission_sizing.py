@@ -125,6 +125,7 @@ class StalledMetrics(FakeVllm):
         return super().__call__(request)
 
 
+@pytest.mark.timing
 def test_a_stalled_metrics_page_never_holds_the_question(gateway_factory: GatewayFactory) -> None:
     vllm = StalledMetrics([stream_reply(ANSWER_TOKENS)], max_model_len=40960)
     gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=vllm.transport())

@@ -180,6 +180,7 @@ def test_a_round_failing_midway_non_streamed_is_a_503(gateway_factory: GatewayFa
     assert "engine died" in response.json()["error"]["message"]
 
 
+@pytest.mark.timing
 def test_a_silent_round_gets_keepalives_then_times_out_with_an_event(gateway_factory: GatewayFactory) -> None:
     gw, _ = gateway(gateway_factory, stream_reply(["<think>", "look"], then=[STALL]),
                     round_timeout_s=1.5, sse_keepalive_s=0.2)
@@ -192,6 +193,7 @@ def test_a_silent_round_gets_keepalives_then_times_out_with_an_event(gateway_fac
     assert "Round 1 took longer than 1.5 s" in error["message"]
 
 
+@pytest.mark.timing
 def test_a_round_silent_from_the_start_times_out_as_a_504(gateway_factory: GatewayFactory) -> None:
     gw, _ = gateway(gateway_factory, stream_reply([], then=[STALL]), round_timeout_s=1.0)
     response = post(gw, about_video(stream=False))

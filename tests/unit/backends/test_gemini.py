@@ -100,19 +100,18 @@ async def collect(stream: AsyncIterator[GeminiEvent]) -> tuple[list[str], Gemini
 
 async def test_fake_serves_the_plain_sdk_sync_and_async(fake_gemini: FakeGemini) -> None:
     """The SDK as documented (its default API version, v1; sync and aio) against the fake: the wire format holds."""
-    fake_gemini.processing_s = 0.3
+    fake_gemini.processing_s = 600  # PROCESSING until the test ends it below
     video = make_clip(2.0, "160x120", 10)
     client = genai.Client(api_key=FAKE_API_KEY, http_options=types.HttpOptions(base_url=fake_gemini.url))
     uploaded = await asyncio.to_thread(client.files.upload, file=video,
                                        config=types.UploadFileConfig(mime_type="video/mp4"))
     assert uploaded.name and uploaded.name.startswith("files/") and uploaded.state == types.FileState.PROCESSING
     assert uploaded.size_bytes == video.stat().st_size and uploaded.expiration_time is not None
+    # A client waits for a file by polling its state: PROCESSING, then (the fake's processing ended here, not by a
+    # timer) ACTIVE.
+    assert (await client.aio.files.get(name=uploaded.name)).state == types.FileState.PROCESSING
+    fake_gemini.finish_processing()
     ready = await client.aio.files.get(name=uploaded.name)
-    deadline = time.monotonic() + 5
-    while ready.state == types.FileState.PROCESSING:  # as a client waits for a file: poll its state
-        assert time.monotonic() < deadline, "the upload never became ACTIVE"
-        await asyncio.sleep(0.05)
-        ready = await client.aio.files.get(name=uploaded.name)
     assert ready.state == types.FileState.ACTIVE and ready.uri == uploaded.uri
     answer = await client.aio.models.generate_content(model="gemini-flash-latest", contents=[
         types.Part(file_data=types.FileData(file_uri=ready.uri, mime_type="video/mp4")), "Describe it."])
@@ -292,6 +291,7 @@ async def test_error_inside_a_stream_raises_from_the_iterator(fake_gemini: FakeG
             await anext(stream)
 
 
+@pytest.mark.timing
 async def test_stalled_stream_times_out(fake_gemini: FakeGemini, clip: Asset) -> None:
     fake_gemini.chunk_delay_s = 5
     async with backend_for(fake_gemini, timeout_s=0.3) as gemini:
@@ -340,6 +340,7 @@ async def test_retry_after_beyond_the_deadline_gives_up_at_once(fake_gemini: Fak
     assert len(fake_gemini.seen("generate")) == 1
 
 
+@pytest.mark.timing
 async def test_slow_gemini_times_out_at_the_deadline(fake_gemini: FakeGemini, clip: Asset) -> None:
     fake_gemini.latency_s = 5
     async with backend_for(fake_gemini) as gemini:
@@ -371,6 +372,7 @@ async def test_failed_processing_is_refused_and_cleaned_up(fake_gemini: FakeGemi
     assert len(fake_gemini.seen("files.delete")) == 1 and fake_gemini.files == {}
 
 
+@pytest.mark.timing
 async def test_processing_that_never_ends_times_out(fake_gemini: FakeGemini, clip: Asset) -> None:
     fake_gemini.processing_s = 30
     async with backend_for(fake_gemini, inline_max_bytes=1000, upload_ready_timeout_s=0.6) as gemini:

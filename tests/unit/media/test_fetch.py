@@ -161,6 +161,7 @@ async def test_content_length_over_the_cap_is_refused_before_the_body(origin: Or
     assert empty(tmp_path)
 
 
+@pytest.mark.timing
 async def test_a_trickle_slower_than_the_idle_timeout(origin: Origin, tmp_path: Path) -> None:
     url = origin.file("/slow.mp4", b"v" * 100, chunk=10, delay_s=0.6)
     started = time.monotonic()
@@ -171,6 +172,7 @@ async def test_a_trickle_slower_than_the_idle_timeout(origin: Origin, tmp_path: 
     assert empty(tmp_path)
 
 
+@pytest.mark.timing
 async def test_a_steady_trickle_hits_the_wall_clock_deadline(origin: Origin, tmp_path: Path) -> None:
     url = origin.file("/slow.mp4", b"v" * 400, chunk=10, delay_s=0.05, send_length=False)
     started = time.monotonic()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -58,10 +59,31 @@ async def until(condition: Callable[[], object], timeout_s: float = 30) -> None:
         await asyncio.sleep(0.01)
 
 
+async def exited(pid: int) -> None:
+    """Return once pid has exited (a zombie counts), awaited on its pidfd; at once if it is already gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(fd, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
 async def survivors(*, token: str | None = None, pgid: int | None = None) -> list[int]:
-    """live_pids once they have had up to 5 s to die: a SIGKILLed process stops when the kernel next runs it, which
-    on a loaded machine is not at once (the kill itself is what the callers check, not the scheduler)."""
-    await until(lambda: not live_pids(token=token, pgid=pgid), timeout_s=5)
+    """live_pids once each of them has exited, or 60 s passed: a SIGKILLed process stops when the kernel next runs
+    it, which on a loaded machine is not at once (the kill is what the callers check, not the scheduler). The wait
+    is on each process's pidfd, so it ends the moment they are gone; the 60 s only bounds a failure."""
+    waits = [asyncio.ensure_future(exited(pid)) for pid in live_pids(token=token, pgid=pgid)]
+    if waits:
+        _, pending = await asyncio.wait(waits, timeout=60)
+        for wait in pending:
+            wait.cancel()
     return live_pids(token=token, pgid=pgid)
 
 
@@ -246,6 +268,19 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
 
 # --- bounded work -------------------------------------------------------------------------------------
 
+def memory_kib(field: str) -> int:
+    """VmRSS or VmHWM (peak RSS) of this process, the one the frame cache runs in, in KiB."""
+    match = re.search(rf"^{field}:\s+(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match, field
+    return int(match.group(1))
+
+
+def restart_peak_memory() -> int:
+    """Restart this process's VmHWM from its current RSS (Linux's clear_refs "5"); return that RSS in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return memory_kib("VmRSS")
+
+
 async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None:
     clip = make_clip(3 * 3600.0, "64x36", 1, audio=False, extra=("-preset", "ultrafast", "-g", "250"))
     video = video_dir(tmp_path, clip)
@@ -265,28 +300,37 @@ async def test_a_three_hour_video_stays_within_the_bound(tmp_path: Path) -> None
             peak_runs = max(peak_runs, len(live_pids(token=str(video.parent / "frames"))))
             await asyncio.sleep(0.005)
 
+    # Memory is measured too, from here: frames of 640x360 (about 15 KB each) make one round's frames a megabyte,
+    # well above the allocator's noise.
+    before_kib = restart_peak_memory()
     watcher = asyncio.create_task(watch())
     spans = [(), ((600.0, 660.0),), ((3000.0, 3100.0), (9000.0, 9050.0)), ((100.0, 130.0),), ()]
+    round_bytes = []
     for round_spans in spans:
         selection = round_frames(total, found.fps, per_round, round_spans)  # as the perception loop picks them
-        got = await frames.frames(video, found, list(selection.indices), width=56, height=28)
-        assert len(got.jpegs) == len(selection.indices) <= per_round + 4  # in memory: one round's frames
+        got = await frames.frames(video, found, list(selection.indices), width=640, height=360)
+        assert len(got.jpegs) == len(selection.indices) <= per_round + 4
+        round_bytes.append(sum(len(jpeg) for jpeg in got.jpegs))
         on_disk = all_files(video.parent / "frames")
         assert len(on_disk) <= cap + 1  # between rounds: the cap and index.json
         assert not any(".tmp" in name for name in on_disk)
     watching = False
     await watcher
+    grown = (memory_kib("VmHWM") - before_kib) * 1024
     assert peak_files <= cap + per_round + 4 + 1  # during a round: the cap, that round's new frames, the index
     assert 0 < peak_runs <= workers
+    # In memory, at the peak: a round's frames and their copies on the way (about 3x one round when measured), not
+    # the five rounds' (5x) nor the video's (10800 frames, some 150 MB at this size).
+    assert grown <= 6 * max(round_bytes), (grown, round_bytes)
 
 
 # --- cancel and timeout: every process gone, no partial file ------------------------------------------
 
-async def _extracting(tmp_path: Path, timeout_s: float) -> tuple[asyncio.Task[None], Path, list[int]]:
+async def _extracting(tmp_path: Path) -> tuple[asyncio.Task[None], Path, list[int]]:
     """Start extracting frames spread over a 240 s 640x360 clip; return once several ffmpeg runs are going.
 
     The last frame of every GOP is wanted, so the spans cover the whole clip: each of the two runs decodes two
-    minutes (over a second), well past the timeout test's 0.5 s."""
+    minutes (over a second), time enough to be seen and cancelled mid-way."""
     video = video_dir(tmp_path, make_clip(240.0, "640x360", 30, audio=False, extra=("-g", "300")))
     found: Probe = await probe(video, LIMITS)
     index = await build_index(video, found, timeout_s=60)
@@ -294,13 +338,13 @@ async def _extracting(tmp_path: Path, timeout_s: float) -> tuple[asyncio.Task[No
     out.mkdir(parents=True)
     wanted = [k - 1 for k in index.keyframes[1:]]
     task = asyncio.create_task(extract_frames(video, found, index, wanted, width=448, height=252, out_dir=out,
-                                              workers=asyncio.Semaphore(4), cores=2, timeout_s=timeout_s))
+                                              workers=asyncio.Semaphore(4), cores=2, timeout_s=120))
     await until(lambda: task.done() or len(live_pids(token=str(out))) >= 2)
     return task, out, live_pids(token=str(out))
 
 
 async def test_cancel_mid_extraction_leaves_no_process_and_no_partial_file(tmp_path: Path) -> None:
-    task, out, pids = await _extracting(tmp_path, timeout_s=120)
+    task, out, pids = await _extracting(tmp_path)
     assert len(pids) >= 2 and not task.done(), "several ffmpeg runs should be extracting"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -313,13 +357,23 @@ async def test_cancel_mid_extraction_leaves_no_process_and_no_partial_file(tmp_p
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.timing
 async def test_timeout_mid_extraction_leaves_no_process_and_no_partial_file(tmp_path: Path) -> None:
-    task, out, pids = await _extracting(tmp_path, timeout_s=0.5)
-    assert pids, "ffmpeg should be extracting"
-    with pytest.raises(MediaTimeout):
-        await task
+    # The runs are held, not outpaced: once indexed, the video is swapped for a FIFO nobody writes to, so each
+    # ffmpeg blocks opening its input and the 0.5 s timeout fires however fast or loaded the machine is.
+    video = video_dir(tmp_path, make_clip(60.0, "640x360", 30, audio=False, extra=("-g", "300")))
+    found = await probe(video, LIMITS)
+    index = await build_index(video, found, timeout_s=60)
+    video.unlink()
+    os.mkfifo(video)
+    out = video.parent / "frames" / "448x252"
+    out.mkdir(parents=True)
+    wanted = [k - 1 for k in index.keyframes[1:]]
+    with pytest.raises(MediaTimeout, match=r"longer than 0\.5 s \(ffmpeg was stopped\)"):
+        await extract_frames(video, found, index, wanted, width=448, height=252, out_dir=out,
+                             workers=asyncio.Semaphore(4), cores=2, timeout_s=0.5)
     assert await survivors(token=str(out)) == []
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # the runs' temporary folder too
 
 
 async def test_a_request_leaving_cancels_the_extraction_only_when_no_other_waits(tmp_path: Path) -> None:
@@ -348,54 +402,54 @@ async def test_a_request_leaving_cancels_the_extraction_only_when_no_other_waits
 # --- run_tool: the whole process group goes, whatever ends the wait ---------------------------------
 
 SPAWNER = """
-import os, subprocess, sys, time
-child = subprocess.Popen(["sleep", "60"])
-with open(sys.argv[1] + ".part", "w") as out:
-    out.write(f"{os.getpgrp()} {child.pid}")
-os.rename(sys.argv[1] + ".part", sys.argv[1])
-time.sleep(60)
+import os, socket, subprocess, sys, time
+child = subprocess.Popen(["sleep", "600"])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as report:
+    report.sendall(f"{os.getpgrp()} {child.pid}".encode())
+time.sleep(600)
 """
 
 
-def read_pids(pid_file: Path) -> list[int]:
-    return [int(pid) for pid in pid_file.read_text().split()] if pid_file.exists() else []
+async def spawning(timeout_s: float) -> tuple[asyncio.Task[object], int]:
+    """run_tool running SPAWNER, and the process group SPAWNER reports (checked to hold its running grandchild).
 
+    The report comes over a loopback socket, awaited rather than polled for: a Python starting on a busy machine
+    can take seconds, and nothing here guesses how many."""
+    reported: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
-async def _group_of(pid_file: Path) -> int:
-    """The process group SPAWNER reports, once it reports it; checks its grandchild is in it and running.
+    async def report(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reported.set_result(await reader.read())
+        writer.close()
 
-    Waits up to 60 s by the clock (not a count of polls): a Python starting on a busy machine can take seconds."""
-    deadline = time.monotonic() + 60
-    while not (pids := read_pids(pid_file)) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a file
-        await asyncio.sleep(0.01)
-    assert pids, "the spawner never reported its process group"
-    pgid, child = pids
+    async with await asyncio.start_server(report, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        task = asyncio.create_task(run_tool([sys.executable, "-c", SPAWNER, str(port)], timeout_s=timeout_s))
+        await asyncio.wait([reported, task], return_when=asyncio.FIRST_COMPLETED)
+        assert reported.done(), f"the spawner ended before reporting its process group: {task}"
+    pgid, child = (int(pid) for pid in reported.result().split())
     assert child in live_pids(pgid=pgid)
-    return pgid
+    return task, pgid
 
 
-async def test_run_tool_timeout_kills_the_whole_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pids"
-    task = asyncio.create_task(run_tool([sys.executable, "-c", SPAWNER, str(pid_file)], timeout_s=2.0))
-    pgid = await _group_of(pid_file)
+@pytest.mark.timing
+async def test_run_tool_timeout_kills_the_whole_group() -> None:
+    task, pgid = await spawning(timeout_s=2.0)
     started = time.monotonic()
     with pytest.raises(MediaTimeout, match="longer than 2 s"):
         await task
-    # Promptly: had only the leader been killed, the grandchild would hold the pipes open for its 60 s.
+    # Promptly: had only the leader been killed, the grandchild would hold the pipes open for its 600 s.
     assert time.monotonic() - started < 10
     # The grandchild may linger as a zombie until init reaps it; nothing in the group is still running.
     assert await survivors(pgid=pgid) == []
 
 
-async def test_run_tool_cancellation_kills_the_whole_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "pids"
-    task = asyncio.create_task(run_tool([sys.executable, "-c", SPAWNER, str(pid_file)], timeout_s=60))
-    pgid = await _group_of(pid_file)
+async def test_run_tool_cancellation_kills_the_whole_group() -> None:
+    task, pgid = await spawning(timeout_s=60)
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 10  # a bound on a failure (a grandchild holding the pipes), not a wait
     assert await survivors(pgid=pgid) == []
 
 

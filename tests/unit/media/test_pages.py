@@ -229,6 +229,7 @@ async def test_a_page_without_a_video_is_refused(origin: Origin) -> None:
     assert refused.value.status_code == 415  # as the README promises for an HTML page
 
 
+@pytest.mark.timing
 async def test_a_page_slower_than_the_timeout_is_abandoned(origin: Origin) -> None:
     release = threading.Event()
     origin.page("/slow", page('<video src="/clip.mp4"></video>'))

@@ -141,9 +141,14 @@ async def test_truncated_faststart_file_is_refused_and_leaves_nothing(tmp_path: 
     assert names(tmp_path) == ["cut.mp4", "whole.mp4"]
 
 
-async def test_timeout_kills_ffmpeg_and_removes_the_temp_file(tmp_path: Path) -> None:
-    src = make_clip(20.0, "640x360", 30, vcodec="mpeg4", container="mkv")
-    found = await probe(src, LIMITS)
+@pytest.mark.timing
+async def test_timeout_kills_ffmpeg_and_removes_the_temp_file(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+                                                               ) -> None:
+    found = await probe(make_clip(20.0, "640x360", 30, vcodec="mpeg4", container="mkv"), LIMITS)
+    # Held, not outpaced: the input is a FIFO nobody writes to, so ffmpeg blocks opening it and the 0.5 s timeout
+    # fires however fast or loaded the machine is.
+    src = tmp_path_factory.mktemp("held") / "held.mkv"
+    os.mkfifo(src)
     dest = tmp_path / "slow-timeout.mp4"
     with pytest.raises(MediaTimeout) as caught:
         await sanitize(src, found, dest, timeout_s=0.5)

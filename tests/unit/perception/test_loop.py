@@ -122,6 +122,7 @@ async def test_a_refusal_naming_no_limit_is_not_retried(rig: Rig) -> None:
     assert len(rig.vllm.requests) == 1
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("rig", [[stream_reply(["<think>"], then=[STALL])]], indirect=True)
 async def test_a_silent_round_times_out(rig: Rig) -> None:
     with pytest.raises(BackendTimeout, match=r"Round 1 took longer than 1 s"):
