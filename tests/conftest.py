@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import socket
@@ -62,14 +64,25 @@ def marked_pids(mark: str = SESSION_MARK) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def _building(out: Path) -> Iterator[None]:
+    """Held while ``out`` is built: test sessions started side by side wait for one build instead of each teaching
+    the model again (minutes of CPU each on a 2-core machine)."""
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        yield
+
+
 def build_tiny_model() -> Path:
     """The tiny model, built once per version of its builder (cached under var/test-cache)."""
     source = (ROOT / "vllm_launch" / "tiny_model.py").read_bytes()
     out = TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}"
-    if not (out / "config.json").is_file():
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(tmp)], check=True, cwd=ROOT)
-        tmp.rename(out)
+    with _building(out):
+        if not (out / "config.json").is_file():
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(tmp)], check=True, cwd=ROOT)
+            tmp.rename(out)
     return out
 
 
@@ -79,11 +92,12 @@ def build_taught_model() -> Path:
     for source in ("vllm_launch/tiny_model.py", "vllm_launch/teach.py", "gateway/perception/prompts.py"):
         digest.update(source.encode() + b"\0" + (ROOT / source).read_bytes() + b"\0")
     out = TEST_CACHE / f"taught-model-{digest.hexdigest()[:12]}"
-    if not (out / "config.json").is_file():
-        base = build_tiny_model()
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.teach", str(base), str(tmp)], check=True, cwd=ROOT)
-        tmp.rename(out)
+    base = build_tiny_model()
+    with _building(out):
+        if not (out / "config.json").is_file():
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.teach", str(base), str(tmp)], check=True, cwd=ROOT)
+            tmp.rename(out)
     return out
 
 
