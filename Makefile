@@ -53,8 +53,11 @@ pytest: install
 test-stress: install
 	$(PY) tests/stress.py
 
+## ruff, then the import contract (pyproject.toml, [tool.importlinter]): the gateway's layers, and what training/,
+## vllm_launch/ and adapters/ may import of it.
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
