@@ -1,1 +1,1 @@
-"""Video frame planning for VideoChat-R1.5: how many frames, which ones, and at what size."""
+"""Videos from untrusted sources: fetched through the SSRF guard, probed, sanitized, cached, cut into frames."""
