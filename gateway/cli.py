@@ -7,19 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
+from gateway.setting_errors import settings_error_line
 from gateway.settings import Settings
-
-
-def settings_error_line(exc: ValidationError, settings_cls: type[BaseSettings]) -> str:
-    """One line naming the first bad setting by its environment variable, and why it is bad."""
-    prefix = str(settings_cls.model_config.get("env_prefix", ""))
-    first = exc.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) or field.endswith("key") or field.endswith("keys") else f" (got {value!r})"
-    return f"invalid setting {prefix}{field.upper()}{shown}: {first['msg']}"
 
 
 def load_settings() -> Settings:

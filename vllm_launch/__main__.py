@@ -24,7 +24,7 @@ def main() -> None:
     try:
         settings = LaunchSettings()
     except ValidationError as exc:
-        from gateway.cli import settings_error_line
+        from gateway.setting_errors import settings_error_line
 
         sys.exit(f"vllm_launch: {settings_error_line(exc, LaunchSettings)}")
     interrupt_on_stop_signals()  # while installing: nothing of ours runs yet, so plain KeyboardInterrupt will do

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from gateway.cli import settings_error_line
+from gateway.setting_errors import settings_error_line
 from gateway.settings import Settings
 from vllm_launch.server import LaunchError, VllmServer, log_tail, stop_group
 from vllm_launch.settings import LaunchSettings
