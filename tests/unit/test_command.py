@@ -25,6 +25,10 @@ def test_cpu_command_has_every_required_flag(tmp_path: Path) -> None:
     assert flag(cmd.args, "--served-model-name") == "videochat-r1.5"
     assert flag(cmd.args, "--dtype") == "bfloat16"
     assert flag(cmd.args, "--max-model-len") == "8192"
+    # The encoder cache follows the batched-token budget: a round may bring as many visual tokens as fit the context.
+    assert flag(cmd.args, "--max-num-batched-tokens") == "8192"
+    assert flag(build_command(settings(tmp_path, max_model_len=16384), model="/m", device="cpu", vllm_version="0.32.0")
+                .args, "--max-num-batched-tokens") == "16384"
     assert "--enable-lora" in cmd.args
     assert json.loads(flag(cmd.args, "--limit-mm-per-prompt")) == {"image": 0, "video": 1}
     assert flag(cmd.args, "--allowed-local-media-path") == str((tmp_path / "media").resolve())
@@ -44,6 +48,7 @@ def test_gpu_command_and_older_vllm(tmp_path: Path) -> None:
     assert flag(cmd.args, "--max-lora-rank") == "64"
     # vLLM before 0.31 has no such flag and would refuse to start with it.
     assert "--trust-request-mm-kwargs" not in cmd.args
+    assert "--max-num-batched-tokens" not in cmd.args  # vLLM's GPU default; Qwen2.5-VL's videos size the cache
     assert "VLLM_CPU_KVCACHE_SPACE" not in cmd.env
 
 

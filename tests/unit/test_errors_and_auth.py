@@ -88,10 +88,12 @@ def test_no_backend_is_503_with_retry_after(gateway_factory: GatewayFactory) -> 
 def test_unreachable_vllm_is_503_not_500(gateway_factory: GatewayFactory) -> None:
     from tests.conftest import free_port
 
-    gw = gateway_factory(vllm_url=f"http://127.0.0.1:{free_port()}")
+    url = f"http://127.0.0.1:{free_port()}"
+    gw = gateway_factory(vllm_url=url)
     response = httpx.get(f"{gw.url}/v1/models")
     error = assert_envelope(response, 503, "backend_unavailable")
-    assert "unreachable" in str(error["message"])
+    assert error["message"] == (f"The local model server could not be reached: vLLM at {url} (VCHAT_VLLM_URL) refused "
+                                "or dropped the connection (list models: ConnectError).")
     assert int(response.headers["retry-after"]) > 0
     ready = httpx.get(f"{gw.url}/ready")
     assert_envelope(ready, 503, "backend_unavailable")

@@ -173,9 +173,11 @@ async def test_a_503_event_mid_stream_is_a_503() -> None:
 
 
 @pytest.mark.parametrize(("failure", "error", "words"), [
-    (httpx2.ReadError("[Errno 104] Connection reset by peer"), BackendUnavailable, "unreachable"),
+    (httpx2.ReadError("[Errno 104] Connection reset by peer"), BackendUnavailable,
+     r"^The local model server could not be reached: vLLM at \S+ \(VCHAT_VLLM_URL\) refused or dropped the "
+     r"connection \(stream the chat\)\.$"),
     (httpx2.RemoteProtocolError("peer closed connection without sending complete message body"),
-     BackendUnavailable, "unreachable"),
+     BackendUnavailable, "local model server could not be reached"),
     (httpx2.ReadTimeout("timed out"), BackendTimeout, "in time"),
 ])
 async def test_a_connection_breaking_mid_stream_is_one_of_ours(failure: Exception, error: type[VChatError],

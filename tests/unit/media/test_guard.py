@@ -115,7 +115,8 @@ def test_policy_refuses_entries_it_cannot_read(entry: str) -> None:
     ("http:///v.mp4", "no host"),
     ("http://user:secret@example.com/v.mp4", "user name or password"),
     ("http://example.com@10.0.0.1/v.mp4", "user name or password"),
-    ("http://127.0.0.1/v.mp4", r"127\.0\.0\.1 is a non-public address \(loopback\)"),
+    ("http://127.0.0.1/v.mp4", r"^127\.0\.0\.1 is a non-public address \(loopback\); only public http\(s\) servers "
+                               r"can be fetched, unless the gateway's VCHAT_MEDIA_ALLOWED_HOSTS lists 127\.0\.0\.1$"),
     ("http://[::1]:8080/v.mp4", "loopback"),
     ("http://[::ffff:127.0.0.1]/v.mp4", "loopback IPv4 inside IPv6"),
     ("http://169.254.169.254/latest/meta-data/", "link-local"),
@@ -144,7 +145,8 @@ def test_check_url_accepts_public_and_allow_listed_urls() -> None:
 async def test_a_name_resolving_to_loopback_is_refused_before_connecting(net: NetAudit, origin: Origin) -> None:
     origin.file("/a.mp4", b"video")
     async with guarded_async_client(NO_POLICY) as client:
-        with pytest.raises(UrlNotAllowed, match=r"localhost resolves to a non-public address \(loopback\)"):
+        with pytest.raises(UrlNotAllowed, match=r"^localhost resolves to a non-public address \(loopback\).* "
+                                                "VCHAT_MEDIA_ALLOWED_HOSTS lists localhost$"):
             await client.get(f"http://localhost:{origin.port}/a.mp4")
     assert "localhost" in net.lookups
     assert net.connects == []
