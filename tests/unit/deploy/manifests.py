@@ -13,7 +13,7 @@ from typing import Any
 import kustomize_lite
 import yaml
 
-from vllm_launch.render import ROOT
+from vllm_launch.deployment import ROOT
 
 K8S = ROOT / "k8s"
 OVERLAYS = sorted(path.name for path in (K8S / "overlays").iterdir() if path.is_dir())

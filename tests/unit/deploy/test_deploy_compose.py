@@ -11,10 +11,10 @@ import pytest
 from manifests import compose_schema, duration_s, flag, load_compose
 
 from gateway.api.routes.health import router as health_router
-from vllm_launch import render
+from vllm_launch import deployment
 from vllm_launch.command import build_command
 
-VLLM_SERVICES = {"vllm": render.GPU, "vllm-cpu": render.CPU}
+VLLM_SERVICES = {"vllm": deployment.GPU, "vllm-cpu": deployment.CPU}
 GATEWAYS = {"gateway": "vllm", "gateway-cpu": "vllm-cpu", "gateway-gemini": None}
 PROFILES = {None: {"vllm", "gateway"}, "cpu": {"vllm-cpu", "gateway-cpu"}, "gemini-only": {"gateway-gemini"}}
 
@@ -77,7 +77,7 @@ def test_vllm_service_health_volumes_and_hardware(compose: dict[str, Any], name:
     assert duration_s(service["healthcheck"]["start_period"]) >= 15 * 60, "model loading takes minutes"
     assert "ports" not in service, "vLLM stays private: only the gateway reaches it"
     mounts = {volume.split(":")[1]: volume for volume in service["volumes"]}
-    assert mounts[flag(args, "--allowed-local-media-path")] == f"media:{render.MEDIA_DIR}:ro"
+    assert mounts[flag(args, "--allowed-local-media-path")] == f"media:{deployment.MEDIA_DIR}:ro"
     assert mounts[service["environment"]["VLLM_LORA_RESOLVER_CACHE_DIR"]].startswith("adapters:")
     assert mounts[service["environment"]["HF_HOME"]].startswith("hf-cache:")
     assert "shm_size" in service or service.get("ipc") == "host"
@@ -110,4 +110,4 @@ def test_gateway_services(compose: dict[str, Any], name: str) -> None:
     assert env["VCHAT_MODEL"] == flag(vllm_args, "--model")
     assert env["VCHAT_MAX_LORA_RANK"] == flag(vllm_args, "--max-lora-rank")
     vllm_env = compose["services"][backend]["environment"]
-    assert env["VCHAT_ADAPTERS_DIR"] == vllm_env["VLLM_LORA_RESOLVER_CACHE_DIR"] == render.ADAPTERS_DIR
+    assert env["VCHAT_ADAPTERS_DIR"] == vllm_env["VLLM_LORA_RESOLVER_CACHE_DIR"] == deployment.ADAPTERS_DIR

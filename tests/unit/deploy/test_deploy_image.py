@@ -11,9 +11,9 @@ import tomllib
 from manifests import load_compose, one, pod_spec, render_overlay
 
 from gateway.api.routes.health import router as health_router
-from vllm_launch import render
+from vllm_launch import deployment
 
-DOCKERFILE = (render.ROOT / "Dockerfile").read_text()
+DOCKERFILE = (deployment.ROOT / "Dockerfile").read_text()
 
 
 def _stages() -> dict[str, list[tuple[str, str]]]:
@@ -43,7 +43,7 @@ def test_the_gateway_is_the_default_target_on_python_slim() -> None:
     stages = _stages()
     assert list(stages)[-1] == "gateway", "`docker build .` must build the gateway"
     assert stages["gateway"][0] == ("FROM", "python:3.11-slim")
-    project = tomllib.loads((render.ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((deployment.ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"
 
 
@@ -54,19 +54,19 @@ def test_gateway_installs_like_ci_without_torch() -> None:
     source, destination = copy.split()
     assert source == "."
     assert f"pip install {destination} " in runs, "the image installs the project as CI does, from pyproject.toml"
-    makefile = (render.ROOT / "Makefile").read_text()
+    makefile = (deployment.ROOT / "Makefile").read_text()
     apt = re.search(r"^APT_PACKAGES := (.+)$", makefile, re.M)
     assert apt is not None
     for package in apt[1].split():
         assert re.search(rf"apt-get install [^&]*\b{package}\b", runs), f"Debian package {package} missing"
-    project = tomllib.loads((render.ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((deployment.ROOT / "pyproject.toml").read_text())["project"]
     assert not [dep for dep in project["dependencies"] if re.match(r"(torch|vllm)\b", dep)]
     assert project["scripts"]["vchat"] == "gateway.cli:main"
 
 
 def _dockerignored(path: str) -> bool:
     """Whether .dockerignore keeps ``path`` out of the build context (Docker's rules: last match wins)."""
-    patterns = [line.strip() for line in (render.ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in (deployment.ROOT / ".dockerignore").read_text().splitlines()
                 if line.strip() and not line.startswith("#")]
     parts = path.split("/")
     ignored = False
@@ -81,7 +81,7 @@ def _dockerignored(path: str) -> bool:
 
 
 def test_the_build_context_holds_everything_pyproject_packages() -> None:
-    pyproject = tomllib.loads((render.ROOT / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((deployment.ROOT / "pyproject.toml").read_text())
     needed = ["pyproject.toml", pyproject["project"]["readme"]]
     needed += [pattern.rstrip("*") + "/__init__.py" for pattern in
                pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
@@ -108,20 +108,20 @@ def test_healthcheck_media_volume_and_port() -> None:
     gateway = _stages()["gateway"]
     (health,) = _all(gateway, "HEALTHCHECK")
     assert "/health" in health and "/health" in {route.path for route in health_router.routes}  # type: ignore[attr-defined]
-    assert f"'{render.GATEWAY_PORT}'" in health
+    assert f"'{deployment.GATEWAY_PORT}'" in health
     env = " ".join(_all(gateway, "ENV"))
-    assert f"VCHAT_MEDIA_DIR={render.MEDIA_DIR}" in env and f"VCHAT_PORT={render.GATEWAY_PORT}" in env
+    assert f"VCHAT_MEDIA_DIR={deployment.MEDIA_DIR}" in env and f"VCHAT_PORT={deployment.GATEWAY_PORT}" in env
     assert "VCHAT_HOST=0.0.0.0" in env
-    assert json.loads(_all(gateway, "VOLUME")[0]) == [render.MEDIA_DIR]
-    assert _all(gateway, "EXPOSE") == [str(render.GATEWAY_PORT)]
+    assert json.loads(_all(gateway, "VOLUME")[0]) == [deployment.MEDIA_DIR]
+    assert _all(gateway, "EXPOSE") == [str(deployment.GATEWAY_PORT)]
 
 
 def test_vllm_cpu_image_uses_the_ci_installer_and_the_rendered_paths() -> None:
     stage = _stages()["vllm-cpu"]
     runs = " ".join(_all(stage, "RUN"))
-    python = render.CPU_PYTHON
+    python = deployment.CPU_PYTHON
     venv = python.removesuffix("/bin/python")
     assert f"bash vllm_launch/install_cpu.sh {venv}" in runs
-    assert f"{python} -m vllm_launch.tiny_model {render.CPU_MODEL}" in runs
+    assert f"{python} -m vllm_launch.tiny_model {deployment.CPU_MODEL}" in runs
     assert int(_all(stage, "USER")[0].split(":")[0]) != 0
-    assert load_compose()["services"]["vllm-cpu"]["image"] == render.CPU_IMAGE
+    assert load_compose()["services"]["vllm-cpu"]["image"] == deployment.CPU_IMAGE

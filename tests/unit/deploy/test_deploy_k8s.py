@@ -31,7 +31,7 @@ from manifests import (
 
 from gateway.api.routes.health import router as health_router
 from gateway.settings import Settings
-from vllm_launch import render
+from vllm_launch import deployment, envvars
 from vllm_launch.command import build_command
 
 # The oldest Kubernetes minor we support and the newest the installed kubernetes-validate knows.
@@ -77,10 +77,10 @@ def test_python_subset_renders_what_kubectl_renders() -> None:
 def test_vllm_runs_exactly_the_flags_vllm_launch_builds(overlay: tuple[str, list[Obj]]) -> None:
     _, objects = overlay
     vllm = container(one(objects, "Deployment", "vllm"), "vllm")
-    expected = build_command(render.GPU.settings(), model=render.GPU_MODEL, device="gpu",
-                             vllm_version=render.GPU_VLLM_VERSION)
+    expected = build_command(deployment.GPU.settings(), model=deployment.GPU_MODEL, device="gpu",
+                             vllm_version=deployment.GPU_VLLM_VERSION)
     assert vllm["command"] + vllm["args"] == expected.argv("python3")
-    assert vllm["image"] == f"vllm/vllm-openai:v{render.GPU_VLLM_VERSION}"
+    assert vllm["image"] == f"vllm/vllm-openai:v{deployment.GPU_VLLM_VERSION}"
     env = {item["name"]: item.get("value") for item in vllm["env"]}
     assert expected.env.items() <= env.items()
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
@@ -149,7 +149,7 @@ def test_the_config_map_is_valid_gateway_settings_that_match_the_deployment(
 ) -> None:
     name, objects = overlay
     config = one(objects, "ConfigMap", "vchat-gateway")["data"]
-    assert not set(config) & set(render.secret_variables()), "secrets must not be in the ConfigMap"
+    assert not set(config) & set(envvars.secret_variables()), "secrets must not be in the ConfigMap"
     settings = _gateway_settings(config, monkeypatch)
     vllm = container(one(objects, "Deployment", "vllm"), "vllm")
     vllm_args, vllm_env = vllm["args"], {item["name"]: item.get("value") for item in vllm["env"]}
@@ -182,7 +182,7 @@ def test_gateway_secrets_are_references_only(overlay: tuple[str, list[Obj]]) -> 
     gateway = container(one(objects, "Deployment", "vchat-gateway"), "gateway")
     refs = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in gateway["env"] if "valueFrom" in item}
     assert {"VCHAT_API_KEYS", "VCHAT_GEMINI_API_KEY", "VCHAT_VLLM_API_KEY"} <= set(refs)
-    assert set(render.secret_variables()) == set(refs)
+    assert set(envvars.secret_variables()) == set(refs)
     assert all(ref["name"] == "vchat-secrets" and ref["key"] == var for var, ref in refs.items())
     assert refs["VCHAT_API_KEYS"]["optional"] is False, "an open public gateway must be a deliberate choice"
     assert [c["configMapRef"]["name"] for c in gateway["envFrom"]] == ["vchat-gateway"]
@@ -272,8 +272,8 @@ def test_autoscaling(overlay: tuple[str, list[Obj]]) -> None:
     assert vllm["metrics"][0]["pods"]["metric"]["name"] == "vllm_num_requests_waiting"
     readme = (K8S / "README.md").read_text()
     assert "vllm:num_requests_waiting" in readme and "vllm_num_requests_waiting" in readme
-    for deployment in ("vllm", "vchat-gateway"):
-        assert "replicas" not in one(objects, "Deployment", deployment)["spec"], "the HPA owns the count"
+    for workload in ("vllm", "vchat-gateway"):
+        assert "replicas" not in one(objects, "Deployment", workload)["spec"], "the HPA owns the count"
     if name == "single-gpu":
         assert vllm["maxReplicas"] == 1
     else:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from gateway.settings import Settings
-from vllm_launch import render
+from vllm_launch import deployment, render
 from vllm_launch.settings import LaunchSettings
 
 GENERATED = [name for files in render.FILES.values() for name in files]
@@ -17,7 +17,7 @@ GENERATED = [name for files in render.FILES.values() for name in files]
 
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_files_are_up_to_date(name: str) -> None:
-    assert (render.ROOT / name).read_text() == render.rendered(name), (
+    assert (deployment.ROOT / name).read_text() == render.rendered(name), (
         f"{name} is out of date: run `.venv/bin/python -m vllm_launch.render`")
 
 
@@ -31,7 +31,7 @@ def test_render_check_command_passes() -> None:
     ("k8s/base/config.yaml", 'VCHAT_MAX_FRAMES: "512"', 'VCHAT_MAX_FRAMES: "32"'),
 ])
 def test_a_hand_edit_of_a_generated_block_is_caught(name: str, old: str, new: str) -> None:
-    text = (render.ROOT / name).read_text()
+    text = (deployment.ROOT / name).read_text()
     assert old in text
     edited = text.replace(old, new, 1)
     assert render.fill_blocks(edited, name) == text != edited
@@ -39,7 +39,7 @@ def test_a_hand_edit_of_a_generated_block_is_caught(name: str, old: str, new: st
 
 def test_a_flag_changed_in_vllm_launch_only_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     before = {name: render.rendered(name) for name in GENERATED if name != ".env.example"}
-    monkeypatch.setitem(render.LAUNCH, "max_loras", 8)  # as if LaunchSettings' default had changed
+    monkeypatch.setitem(deployment.LAUNCH, "max_loras", 8)  # as if LaunchSettings' default had changed
     after = {name: render.rendered(name) for name in before}
     assert after["docker-compose.yml"] != before["docker-compose.yml"]
     assert after["k8s/base/vllm.yaml"] != before["k8s/base/vllm.yaml"]
@@ -60,7 +60,7 @@ def test_markers_must_balance() -> None:
 
 
 def _every_variable() -> set[str]:
-    names = set(render.PLACEHOLDER_SECRETS)
+    names = set(deployment.PLACEHOLDER_SECRETS)
     for cls in (Settings, LaunchSettings):
         prefix = str(cls.model_config.get("env_prefix", ""))
         names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
@@ -68,7 +68,7 @@ def _every_variable() -> set[str]:
 
 
 def test_env_example_lists_every_setting() -> None:
-    text = (render.ROOT / ".env.example").read_text()
+    text = (deployment.ROOT / ".env.example").read_text()
     listed = re.findall(r"^#? ?(VCHAT_[A-Z0-9_]+)=", text, re.M)
     assert len(listed) == len(set(listed)), "a variable is listed twice"
     assert set(listed) == _every_variable()
@@ -76,7 +76,7 @@ def test_env_example_lists_every_setting() -> None:
 
 
 def test_env_example_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = (render.ROOT / ".env.example").read_text()
+    text = (deployment.ROOT / ".env.example").read_text()
     for var in [var for var in os.environ if var.startswith("VCHAT_")]:
         monkeypatch.delenv(var)
     for var, value in re.findall(r"^# (VCHAT_[A-Z0-9_]+)=(.+)$", text, re.M):
@@ -86,7 +86,7 @@ def test_env_example_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_readme_deploy_section_has_the_commands() -> None:
-    readme = (render.ROOT / "README.md").read_text()
+    readme = (deployment.ROOT / "README.md").read_text()
     deploy = readme[readme.index("## Deploy\n"):readme.index("## Development\n")]
     for command in ("docker compose up -d", "--profile cpu", "--profile gemini-only",
                     "kubectl apply -k k8s/overlays/single-gpu", "create secret generic vchat-secrets",
