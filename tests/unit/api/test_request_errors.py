@@ -99,22 +99,40 @@ def test_stream_must_be_a_real_boolean(gateway_factory: GatewayFactory, value: o
     assert error["message"] == "Invalid request at 'stream': Input should be a valid boolean."
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
-    ("logprobs", True),
-    ("response_format", {"type": "json_object"}),
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(("field", "fields"), [
+    ("tools", {"tools": TOOLS, "tool_choice": "required"}),
+    ("tools", {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+    ("tool_choice", {"tool_choice": "required"}),
+    ("logprobs", {"logprobs": True}),
+    ("response_format", {"response_format": {"type": "json_object"}}),
 ])
 def test_plain_chat_only_fields_are_refused_on_a_video_question(gateway_factory: GatewayFactory, field: str,
-                                                                value: object) -> None:
+                                                                fields: dict[str, object]) -> None:
     gw = gateway_factory()
     client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=30)
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model="videochat-r1.5", messages=[{  # type: ignore[call-overload]
-            "role": "user", "content": [VIDEO, {"type": "text", "text": "What moves?"}]}], **{field: value})
+            "role": "user", "content": [VIDEO, {"type": "text", "text": "What moves?"}]}], **fields)
     error = refused.value.body
     assert isinstance(error, dict)
     assert error["param"] == field and error["code"] == "unsupported_parameter"
     assert error["message"] == f"'{field}' is not supported on questions about a video (only on plain chat)."
+
+
+@pytest.mark.parametrize("tool_choice", [None, "auto", "none"])
+def test_tools_the_model_may_leave_uncalled_do_not_stop_a_video_question(gateway_factory: GatewayFactory,
+                                                                         tool_choice: str | None) -> None:
+    """Open WebUI 0.12 offers its built-in tools with every message; a video answer simply calls none. Here the
+    question gets past the check to the next one: this gateway has no model."""
+    gw = gateway_factory()
+    fields = {"tools": TOOLS} if tool_choice is None else {"tools": TOOLS, "tool_choice": tool_choice}
+    response = post(gw.url, chat({"role": "user", "content": [VIDEO, {"type": "text", "text": "What moves?"}]},
+                                 **fields))
+    error = assert_envelope(response, 404, "model_not_found")
+    assert error["param"] == "model"
 
 
 def test_an_html_page_that_is_not_a_video_is_415(gateway_factory: GatewayFactory, origin: Origin) -> None:
