@@ -3,6 +3,7 @@ with the status, code and Retry-After a client acts on — never a raw httpx or 
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 from typing import Any
 
@@ -63,6 +64,30 @@ async def test_an_unhealthy_engine_is_a_503_with_retry_after() -> None:
     with pytest.raises(BackendUnavailable, match=r"reports itself unhealthy \(HTTP 503\)") as caught:
         await with_backend([], lambda b: b.health(1.0), health=503)
     assert caught.value.status_code == 503 and caught.value.retry_after == 5
+
+
+async def test_concurrent_callers_share_one_model_listing_and_one_leaving_does_not_cancel_it() -> None:
+    asked = 0
+    listing, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        nonlocal asked
+        asked += 1
+        listing.set()
+        await release.wait()  # vLLM busy: the listing is in flight while the others ask
+        card = {"id": MODEL, "object": "model", "created": 0, "owned_by": "vllm", "max_model_len": 8192}
+        return httpx2.Response(200, json={"object": "list", "data": [card]})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer), trust_env=False) as http:
+        backend = VllmBackend(http, BASE, None, 5.0)
+        callers = [asyncio.create_task(backend.model_ids()) for _ in range(20)]
+        await listing.wait()
+        callers[0].cancel()  # its client left
+        release.set()
+        assert await asyncio.gather(*callers[1:]) == [[MODEL]] * 19
+        assert asked == 1
+        assert await backend.model_ids() == [MODEL] and asked == 1  # the copy serves what follows
+        assert await backend.model_ids(max_age_s=0) == [MODEL] and asked == 2  # a fresh one is asked for anew
 
 
 @pytest.mark.parametrize(("failure", "error", "status"), [
