@@ -18,6 +18,7 @@ from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
 
 RETRY_AFTER_S = 5
+BUSY_GRACE_S = 1.0  # how long a request waits for a fresh model list when an older copy is at hand
 
 
 @dataclass(frozen=True)
@@ -100,18 +101,26 @@ class VllmBackend:
     async def _served(self, max_age_s: float) -> list[ServedModel]:
         """The model list, from a copy or a listing begun at most ``max_age_s`` ago.
 
-        Concurrent callers share one listing. Each used to send its own: under load (vLLM's API server busy
-        streaming) twenty requests at once each waited on their own GET, and some gave up after vLLM's timeout
-        with a 504 "did not list models". A caller that leaves does not cancel the listing for the others.
+        Concurrent callers share one listing, and a copy at hand serves while vLLM is slow to answer. Each used to
+        send its own GET and wait for it: under load twenty requests at once did, and some gave up after vLLM's
+        timeout with a 504 "did not list models". A caller that leaves does not cancel the listing for the others.
         """
         now = time.monotonic()
         if self._models is not None and now - self._models[0] <= max_age_s:
             return self._models[1]
         if self._listing is None or self._listing[0] < now - max_age_s:
-            listing = asyncio.ensure_future(self._list_from(now))
-            listing.add_done_callback(_retrieve)
-            self._listing = (now, listing)
-        return await asyncio.shield(self._listing[1])
+            flight = asyncio.ensure_future(self._list_from(now))
+            flight.add_done_callback(_retrieve)
+            self._listing = (now, flight)
+        listing = self._listing[1]
+        if self._models is not None and max_age_s > 0:
+            # A loaded vLLM answers /v1/models late (its one API-server process also decodes every round's frames
+            # and streams every reply): routing goes on with the list vLLM last gave rather than queue behind that
+            # work. asyncio.wait neither cancels the shared listing nor loses this caller's cancellation.
+            done, _ = await asyncio.wait({listing}, timeout=BUSY_GRACE_S)
+            if not done:
+                return self._models[1]
+        return await asyncio.shield(listing)
 
     async def _list_from(self, started: float) -> list[ServedModel]:
         try:

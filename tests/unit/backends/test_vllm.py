@@ -10,6 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from gateway.backends import vllm as vllm_module
 from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
 from tests.support.vllm_wire import (
@@ -88,6 +89,32 @@ async def test_concurrent_callers_share_one_model_listing_and_one_leaving_does_n
         assert asked == 1
         assert await backend.model_ids() == [MODEL] and asked == 1  # the copy serves what follows
         assert await backend.model_ids(max_age_s=0) == [MODEL] and asked == 2  # a fresh one is asked for anew
+
+
+async def test_a_copy_at_hand_routes_while_vllm_is_slow_to_list_and_a_fresh_one_waits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_module, "BUSY_GRACE_S", 0.05)
+    names = [MODEL]
+    busy = asyncio.Event()
+    busy.set()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        await busy.wait()
+        cards = [{"id": name, "object": "model", "created": 0, "owned_by": "vllm"} for name in names]
+        return httpx2.Response(200, json={"object": "list", "data": cards})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer), trust_env=False) as http:
+        backend = VllmBackend(http, BASE, None, 5.0)
+        assert await backend.model_ids() == [MODEL]
+        busy.clear()  # vLLM's API server busy preparing frames
+        names.append("adapter")
+        assert await backend.model_ids(max_age_s=1e-9) == [MODEL]  # the copy, while the listing goes on
+        fresh = asyncio.create_task(backend.model_ids(max_age_s=0))  # a name missing from the copy: wait
+        await asyncio.sleep(0.1)
+        assert not fresh.done()
+        busy.set()
+        assert await fresh == [MODEL, "adapter"]
+        assert await backend.model_ids() == [MODEL, "adapter"]
 
 
 @pytest.mark.parametrize(("failure", "error", "status"), [
