@@ -207,6 +207,8 @@ def test_slow_readers_leaving_under_mixed_load_leave_vllm_idle_within_seconds(
         (seen := samples(metrics))["vchat_jobs_active"] == 1 and seen["vchat_jobs_queued"] == 1))
     gone = [Leaver(gw, video_question(origin.file(f"/gone{n}.mp4", data)), f"mix-gone-{n}", leave_at_once=True)
             for n in range(2)]
+    queued = [client for client in videos if not client.first_byte.is_set()]  # the running one has said "Watching"
+    assert len(queued) == 1
     for client in plains + videos:
         client.leave()
     seconds = wait_for("vLLM to drop every request", lambda: vllm_load(vllm) == 0, deadline_s=30)
@@ -214,8 +216,9 @@ def test_slow_readers_leaving_under_mixed_load_leave_vllm_idle_within_seconds(
         f"vchat_http_requests_total{{route={ROUTE}}}", 0) == len(plains + videos + gone), deadline_s=30)
     logger.info("vLLM idle %.1f s after the last client left", seconds)
     assert seconds < 10, f"vLLM ran on for {seconds:.1f} s after the last client left"
+    assert vllm_load(vllm) == 0, "a request reached vLLM after its client left"
     seen = samples(metrics)
     assert seen["vchat_jobs_active"] == seen["vchat_jobs_queued"] == 0
-    for client in gone:
-        assert reached_vllm(vllm, offset, client.request_id) == []
+    for client in queued + gone:
+        assert reached_vllm(vllm, offset, client.request_id) == [], f"{client.request_id} reached vLLM"
     assert origin.hits["/gone0.mp4"] == origin.hits["/gone1.mp4"] == 0, "a video was fetched for a client gone"
