@@ -112,7 +112,8 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, early)
     if not body.stream:
         try:
-            collected = await _unless_client_leaves(request, _collect(job.chunks()))
+            # The handler's ClientWatch cancels this when the client leaves (no further vLLM call is made).
+            collected = await _collect(job.chunks())
         except BaseException as exc:
             metrics.answers.labels(_outcome(exc)).inc()
             raise
@@ -165,22 +166,6 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
 
 async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
     return [chunk async for chunk in chunks]
-
-
-async def _unless_client_leaves(request: Request, work: Any) -> list[dict[str, Any]]:
-    """Run ``work``; if the client disconnects first, cancel it (no further vLLM call is made)."""
-    task: asyncio.Task[list[dict[str, Any]]] = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.25)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise ClientGone("The client closed the connection.")
-    finally:
-        if not task.done():
-            task.cancel()
 
 
 def _outcome(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -17,6 +18,7 @@ from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
 
 RETRY_AFTER_S = 5
+BUSY_GRACE_S = 1.0  # how long a request waits for a fresh model list when an older copy is at hand
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ class VllmBackend:
         self._http = http
         self._timeout_s = timeout_s
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._models: tuple[float, list[ServedModel]] | None = None
+        self._models: tuple[float, list[ServedModel]] | None = None  # (when the listing began, the list)
+        self._listing: tuple[float, asyncio.Future[list[ServedModel]]] | None = None  # the one in flight
         self.openai = openai.AsyncOpenAI(
             base_url=f"{base_url}/v1", api_key=api_key or "unused", http_client=http,
             max_retries=0, timeout=timeout_s,
@@ -96,10 +99,38 @@ class VllmBackend:
         return kv_concurrency(response.text, context) if response.status_code == 200 else None
 
     async def _served(self, max_age_s: float) -> list[ServedModel]:
+        """The model list, from a copy or a listing begun at most ``max_age_s`` ago.
+
+        Concurrent callers share one listing, and a copy at hand serves while vLLM is slow to answer. Each used to
+        send its own GET and wait for it: under load twenty requests at once did, and some gave up after vLLM's
+        timeout with a 504 "did not list models". A caller that leaves does not cancel the listing for the others.
+        """
         now = time.monotonic()
-        if self._models is None or now - self._models[0] > max_age_s:
-            self._models = (now, await self.list_models())
-        return self._models[1]
+        if self._models is not None and now - self._models[0] <= max_age_s:
+            return self._models[1]
+        if self._listing is None or self._listing[0] < now - max_age_s:
+            flight = asyncio.ensure_future(self._list_from(now))
+            flight.add_done_callback(_retrieve)
+            self._listing = (now, flight)
+        listing = self._listing[1]
+        if self._models is not None and max_age_s > 0:
+            # A loaded vLLM answers /v1/models late (its one API-server process also decodes every round's frames
+            # and streams every reply): routing goes on with the list vLLM last gave rather than queue behind that
+            # work. asyncio.wait neither cancels the shared listing nor loses this caller's cancellation.
+            done, _ = await asyncio.wait({listing}, timeout=BUSY_GRACE_S)
+            if not done:
+                return self._models[1]
+        return await asyncio.shield(listing)
+
+    async def _list_from(self, started: float) -> list[ServedModel]:
+        try:
+            served = await self.list_models()
+        finally:
+            if self._listing is not None and self._listing[0] == started:
+                self._listing = None
+        if self._models is None or self._models[0] <= started:
+            self._models = (started, served)
+        return served
 
     async def list_models(self) -> list[ServedModel]:
         """Every model vLLM serves right now, base model first as vLLM lists it."""
@@ -208,6 +239,12 @@ def _refusal(message: str, body: object, sent: Mapping[str, object]) -> InvalidR
         param = next((name for name in _FIELDS if name in sent and name in lowered), "messages")
     code = "context_length_exceeded" if any(w in lowered for w in _CONTEXT_WORDS) else "rejected_by_model_server"
     return InvalidRequest(f"vLLM refused the request: {message}", param=param, code=code)
+
+
+def _retrieve(listing: asyncio.Future[list[ServedModel]]) -> None:
+    """Fetch a finished listing's error, so a listing all of whose callers left is not reported as never retrieved."""
+    if not listing.cancelled():
+        listing.exception()
 
 
 def _well_formed(chunk: ChatCompletionChunk) -> bool:

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.api.background import recognise, text_only
 from gateway.api.deps import vllm_backend
+from gateway.api.disconnect import ClientWatch
 from gateway.api.gemini_chat import answer_with_gemini
 from gateway.api.routing import route_model
 from gateway.api.schemas import ChatCompletionRequest
@@ -47,8 +48,16 @@ def _check_video_question(body: ChatCompletionRequest) -> None:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
-    is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down)."""
+    is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down).
+
+    A client that leaves before its response starts stops the work at once (499), wherever it waits: the model
+    list, the video's fetch, admission, vLLM. Once the response has started, the response watches the client."""
     _check(body)
+    async with ClientWatch(request):
+        return await _answer(body, request)
+
+
+async def _answer(body: ChatCompletionRequest, request: Request) -> Response:
     # A chat UI's own title / tags / follow-up prompt quotes the conversation, link included: it is plain chat.
     background = recognise(body.messages)
     ref = find_video(body.messages) if background is None else None

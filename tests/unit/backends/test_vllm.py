@@ -3,12 +3,14 @@ with the status, code and Retry-After a client acts on — never a raw httpx or 
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 from typing import Any
 
 import httpx2
 import pytest
 
+from gateway.backends import vllm as vllm_module
 from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
 from tests.support.vllm_wire import (
@@ -63,6 +65,56 @@ async def test_an_unhealthy_engine_is_a_503_with_retry_after() -> None:
     with pytest.raises(BackendUnavailable, match=r"reports itself unhealthy \(HTTP 503\)") as caught:
         await with_backend([], lambda b: b.health(1.0), health=503)
     assert caught.value.status_code == 503 and caught.value.retry_after == 5
+
+
+async def test_concurrent_callers_share_one_model_listing_and_one_leaving_does_not_cancel_it() -> None:
+    asked = 0
+    listing, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        nonlocal asked
+        asked += 1
+        listing.set()
+        await release.wait()  # vLLM busy: the listing is in flight while the others ask
+        card = {"id": MODEL, "object": "model", "created": 0, "owned_by": "vllm", "max_model_len": 8192}
+        return httpx2.Response(200, json={"object": "list", "data": [card]})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer), trust_env=False) as http:
+        backend = VllmBackend(http, BASE, None, 5.0)
+        callers = [asyncio.create_task(backend.model_ids()) for _ in range(20)]
+        await listing.wait()
+        callers[0].cancel()  # its client left
+        release.set()
+        assert await asyncio.gather(*callers[1:]) == [[MODEL]] * 19
+        assert asked == 1
+        assert await backend.model_ids() == [MODEL] and asked == 1  # the copy serves what follows
+        assert await backend.model_ids(max_age_s=0) == [MODEL] and asked == 2  # a fresh one is asked for anew
+
+
+async def test_a_copy_at_hand_routes_while_vllm_is_slow_to_list_and_a_fresh_one_waits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vllm_module, "BUSY_GRACE_S", 0.05)
+    names = [MODEL]
+    busy = asyncio.Event()
+    busy.set()
+
+    async def answer(request: httpx2.Request) -> httpx2.Response:
+        await busy.wait()
+        cards = [{"id": name, "object": "model", "created": 0, "owned_by": "vllm"} for name in names]
+        return httpx2.Response(200, json={"object": "list", "data": cards})
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer), trust_env=False) as http:
+        backend = VllmBackend(http, BASE, None, 5.0)
+        assert await backend.model_ids() == [MODEL]
+        busy.clear()  # vLLM's API server busy preparing frames
+        names.append("adapter")
+        assert await backend.model_ids(max_age_s=1e-9) == [MODEL]  # the copy, while the listing goes on
+        fresh = asyncio.create_task(backend.model_ids(max_age_s=0))  # a name missing from the copy: wait
+        await asyncio.sleep(0.1)
+        assert not fresh.done()
+        busy.set()
+        assert await fresh == [MODEL, "adapter"]
+        assert await backend.model_ids() == [MODEL, "adapter"]
 
 
 @pytest.mark.parametrize(("failure", "error", "status"), [
