@@ -37,7 +37,7 @@ def round_frames(total_frames: int, video_fps: float, nframes: int, spans: Seque
     indices = sorted(picked)
     if len(indices) % FRAME_FACTOR:
         indices.append(indices[-1])
-    return FrameSelection(tuple(indices), official.sample_fps, True)
+    return FrameSelection(tuple(indices), official.sample_fps, True, tuple(ranges))
 
 
 def _spread(ranges: Sequence[tuple[int, int]], zoomed: int, inside: int) -> set[int]:

@@ -169,7 +169,12 @@ class PerceptionLoop:
         # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
         total = await self.library.frame_count(asset)
         selection = round_frames(total, probe.fps, min(plan.nframes, total), spans)
-        shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height)
+        # Frames outside the glued segments may come from a keyframe near them (decoded alone, no GOP decoded for
+        # one frame); the bound is a share of the round's average frame interval, and the times sent are the shown
+        # frames' own.
+        shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height,
+                                          snap_s=self.settings.frame_keyframe_snap / selection.sample_fps,
+                                          keep=selection.keep)
         started = RoundStarted(number, last, tuple(round(t, 3) for t in shown.times),
                                round(selection.sample_fps, 4), shown.width, shown.height,
                                _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes)
