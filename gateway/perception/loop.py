@@ -19,7 +19,7 @@ from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
-from gateway.media.zoom import round_frames
+from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
@@ -44,6 +44,7 @@ class LoopRequest:
     sampling: dict[str, object]
     max_tokens: int = 2048  # each round's reply budget
     max_tokens_set: bool = False  # the client chose it (then it is never lowered to fit the context)
+    zoom: str = "official"  # glue rounds' sampling (gateway.media.zoom): official or dense
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class RoundStarted:
     spans_in: tuple[Span, ...]  # the segments this round samples densely (empty: uniform)
     notes: tuple[str, ...] = ()  # what was cut to fit vLLM, and why
     frames_seconds: float = 0.0  # planning the round and getting its frames (extracted or cached), encoded
+    segment_fps: float | None = None  # the real density inside the glued segments (sample_fps: declared)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class PerceptionLoop:
         probe = asset.probe
         # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
         total = await self.library.frame_count(asset)
-        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans)
+        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans, dense=req.zoom == "dense")
         # Frames outside the glued segments may come from a keyframe near them (decoded alone, no GOP decoded for
         # one frame); the bound is a share of the round's average frame interval, and the times sent are the shown
         # frames' own.
@@ -177,7 +179,8 @@ class PerceptionLoop:
                                           keep=selection.keep)
         started = RoundStarted(number, last, tuple(round(t, 3) for t in shown.times),
                                round(selection.sample_fps, 4), shown.width, shown.height,
-                               _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes)
+                               _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes,
+                               segment_fps=_rounded(segment_fps(shown.indices, selection.keep, probe.fps)))
         video = await asyncio.to_thread(shown.data_url)
         started = dataclasses.replace(started, frames_seconds=round(time.perf_counter() - prepared, 3))
         self.metrics.round_frames.observe(len(shown.jpegs))
@@ -243,6 +246,10 @@ def _with_context(prompt: str, context: str | None) -> str:
         return prompt
     return (f"Notes from another model that watched the video and heard its audio (they may be wrong):\n"
             f"{context.strip()}\n\n{prompt}")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _tokens(frames: int, shown: Frames) -> int:

@@ -75,6 +75,9 @@ async def test_glue_of_one_round_is_where_the_next_looks_closer(rig: Rig) -> Non
     assert len(dense) > len(second.times) - len(dense)  # denser inside the glued spans
     prompts = [sent["messages"][0]["content"][1]["text"] for sent in rig.vllm.requests]
     assert ["in the <glue> </glue> tags" in prompt for prompt in prompts] == [True, False]  # the last asks no glue
+    # The round is declared at its average rate; the real density inside the segments is reported beside it.
+    assert first.segment_fps is None and second.segment_fps is not None and second.segment_fps > second.sample_fps
+    assert [sent["media_io_kwargs"]["video"]["fps"] for sent in rig.vllm.requests] == [first.sample_fps] * 2
 
 
 ENCODER = "video exceeds the pre-allocated encoder cache size 700; use fewer frames"
