@@ -18,6 +18,7 @@ from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
+from gateway.media.resize import visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
 from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
@@ -131,14 +132,16 @@ class PerceptionLoop:
         """The rounds' events. ``final_context`` is awaited just before the last round; text it returns is put in
         front of that round's prompt as evidence (how Gemini's analysis reaches the local model)."""
         spans: tuple[Span, ...] = ()
+        shapes: list[_Shape] = []  # each round's frames, so that a round with no new segments repeats them
         for number in range(1, req.iterations + 1):
             last = number == req.iterations
             context = await final_context() if last and final_context is not None else None
             for attempt in range(2):
+                del shapes[number - 1:]  # a retried round plans anew
                 try:
                     # aclosing: when our consumer closes us at a yield, the round (and with it the vLLM stream, which
                     # is what makes vLLM abort) must close now, not when the garbage collector gets to it.
-                    async with aclosing(self._round(asset, req, number, last, spans, context)) as events:
+                    async with aclosing(self._round(asset, req, number, last, spans, context, shapes)) as events:
                         async for event in events:
                             if isinstance(event, RoundFinished):
                                 spans = event.segments
@@ -161,12 +164,21 @@ class PerceptionLoop:
             return True
         return False
 
-    async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
-                     spans: tuple[Span, ...], context: str | None = None) -> AsyncGenerator[Event, None]:
+    async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool, spans: tuple[Span, ...],
+                     context: str | None = None, shapes: list[_Shape] | None = None) -> AsyncGenerator[Event, None]:
         prepared = time.perf_counter()
         prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
         budget = await self.plan(asset, req, prompt)
         plan = budget.frames
+        before = shapes[-1] if shapes else None
+        if (before is not None and before.spans == spans and plan.nframes >= before.nframes
+                and (plan.width, plan.height) == (before.width, before.height)):
+            # No new segments: exactly the frames of the round before, though a shorter prompt (the last round's)
+            # left room for more; new frames would all be extracted anew and match no vLLM cache.
+            plan = dataclasses.replace(plan, nframes=before.nframes,
+                                       tokens=visual_tokens(before.nframes, plan.height, plan.width))
+        if shapes is not None:
+            shapes.append(_Shape(spans, plan.nframes, plan.width, plan.height))
         probe = asset.probe
         # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
         total = await self.library.frame_count(asset)
@@ -239,6 +251,16 @@ class PerceptionLoop:
         segments = spans if reply.glue_text is None else tuple(parse_glue(reply.glue_text, probe.duration_s))
         segments = () if last else segments
         yield RoundFinished(number, last, reply, text, splitter.answer, segments, usage, finish, round(seconds, 3))
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a round's frames were chosen from: its segments, and the plan's frame count and size."""
+
+    spans: tuple[Span, ...]
+    nframes: int
+    width: int
+    height: int
 
 
 def _with_context(prompt: str, context: str | None) -> str:
