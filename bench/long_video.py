@@ -1,32 +1,33 @@
-"""Long videos: time to round 1's frames, seek-based vs the old full-grid decode vs a plain full decode, and a whole
-3-round cold answer about a 60-min video vs a 1-min one on the tiny model.
+"""Long videos (issue 29): round-1 frames against a plain full decode, the timestamp error of the frames sent, and a
+whole cold 3-round answer's time outside vLLM, on 720p30 H.264 with a 2 s GOP (web video) and an 8 s GOP.
 
-    .venv/bin/python bench/long_video.py [--quick] [--no-frames | --no-answers] [--repeats N] [--vllm URL]
+    .venv/bin/python bench/long_video.py [--minutes 1,10,60,180] [--gops 2,8] [--snaps 0,0.25,0.4]
+                                         [--no-frames | --no-answers] [--repeats N] [--vllm URL]
 
-Videos (testsrc2 1280x720 at 30 fps, H.264 ultrafast at 300 kbit/s, x264's default GOP of 250 frames) are generated
-once under var/bench (the 60-min one takes a while on two cores); --quick leaves the 60-min video out. For each
-video, on one machine in one run (interleaved per video, cold caches):
+Videos (testsrc2 1280x720 at 30 fps, H.264 ultrafast at 300 kbit/s, a keyframe every 2 s or 8 s) are generated once
+under var/bench (the 60-min one takes a while on two cores, the 3-h one much longer). Figures go to
+bench/results/long-video-<date>.json as well as the terminal. For each video, in one run (interleaved, cold caches):
 
-- seek: what round 1 does now: the frame index (one demux-only ffprobe pass), then the planned round-1 frames
-  extracted by seeking (each keyframe needed is one input of an ffmpeg run, a few per run, runs in parallel on
-  all cores); for the planned frame count (512 with the default settings) and for a request's max_frames of 64;
-- select: the alternative design, one ffmpeg decoding the whole video and keeping the same frames (select filter);
-- grid: the old path, one full decode into a 4 fps JPEG grid at the planned size (the command it ran);
-- null: `ffmpeg -i video -f null -`, a full decode with no output: the floor the old path could not beat.
+- null: `ffmpeg -i video -f null -`, a full decode with no output (median of --repeats);
+- round 1 as the gateway does it, from a cold cache: the frame index (one demux-only ffprobe pass), then the
+  planned frames (512 with the default settings, and a request's max_frames of 64) extracted, with the keyframe
+  snap at each --snaps share of the round's frame interval (0: exact frames; 0.25: the default); for each, how many
+  frames came from keyframes and the timestamp error of the frames sent against the frames chosen (max and mean,
+  seconds and share of the frame interval). Median of --repeats.
 
-null and seek are the median of --repeats runs (3), interleaved; grid and select run once. "must decode" is the
-share of the video's frames that exact frames by seeking have to decode (from each keyframe needed to the last
-frame wanted after it): no extraction of exactly these frames can do with less, whatever its ffmpeg flags.
-
-Answers: a gateway (the tiny model on vLLM-CPU) asked a 3-round question about each video from a loopback origin,
-cold (each run a remux with another title: bytes the content-addressed cache has not seen); the whole
-answer's time, 60-min over 1-min, median of --repeats, interleaved.
+Answers: a gateway (the tiny model on vLLM-CPU) asked a 3-round question about each 2 s-GOP video from a loopback
+origin, cold (each run a remux with another title: bytes the content-addressed cache has not seen), at max_frames 64
+and at the default; the time outside the vLLM calls is perception.video_seconds plus every round's frames_seconds.
+Targets (issue 29): round 1 at 512 frames <= 0.1x the full decode for the 60-min and 3-h videos with the 2 s GOP;
+outside vLLM, 60-min / 1-min <= 1.5x at max_frames 64, and at the default 60-min <= 0.15x its full decode.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import json
 import os
 import shutil
 import statistics
@@ -43,9 +44,7 @@ sys.path.insert(0, str(ROOT))
 import httpx2  # noqa: E402
 from stack import local_stack  # noqa: E402
 
-from gateway.media.ffmpeg import INPUT_GUARDS, input_url  # noqa: E402
 from gateway.media.framecache import FrameCache  # noqa: E402
-from gateway.media.frames import JPEG_QSCALE, build_index, group_by_keyframe, seek_args  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.probe import Probe, ProbeLimits, probe  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
@@ -53,16 +52,18 @@ from gateway.settings import Settings  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
 
 CACHE = ROOT / "var" / "bench"
+RESULTS = ROOT / "bench" / "results"
 MINUTES = (1, 10, 60)
-OLD_GRID_FPS = 4.0
+GOPS = (2, 8)
+SNAPS = (0.0, 0.25, 0.4)
 # A request's vchat.max_frames also measured: the frames of a round that fits a small context.
 SMALL_ROUND = 64
 QUESTION = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
 
 
-def make_video(minutes: int) -> Path:
-    """minutes of 720p30 testsrc2, H.264 ultrafast at a low bit rate, built once under var/bench."""
-    out = CACHE / f"long-{minutes}min-720p30.mp4"
+def make_video(minutes: int, gop_s: int = 2) -> Path:
+    """minutes of 720p30 testsrc2, H.264 ultrafast at a low bit rate, a keyframe every gop_s, built once."""
+    out = CACHE / f"long-{minutes}min-720p30-g{gop_s * 30}.mp4"
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -71,8 +72,8 @@ def make_video(minutes: int) -> Path:
     started = time.perf_counter()
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
                     "-i", f"testsrc2=size=1280x720:rate=30:duration={minutes * 60}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "300k", "-pix_fmt", "yuv420p", str(tmp)],
-                   check=True)
+                    "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "300k", "-g", str(gop_s * 30),
+                    "-pix_fmt", "yuv420p", str(tmp)], check=True)
     tmp.rename(out)
     print(f"  {time.perf_counter() - started:.0f} s", flush=True)
     return out
@@ -92,18 +93,9 @@ def timed_run(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def grid_args(video: Path, found: Probe, plan: FramePlan, out: Path) -> list[str]:
-    """The old gateway's one-pass grid command (gateway/media/frames.py before frames on demand)."""
-    return ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", *INPUT_GUARDS, "-i", input_url(video),
-            "-map", f"0:{found.video_index}", "-an", "-sn", "-dn",
-            "-vf", f"fps=fps={OLD_GRID_FPS!r}:round=up,scale={plan.width}:{plan.height}:flags=bicubic",
-            "-fps_mode", "passthrough", "-q:v", JPEG_QSCALE, "-f", "image2", "-frame_pts", "1",
-            str(out) + "/%012d.jpg"]
-
-
-async def seek_round1(video: Path, found: Probe, plan: FramePlan, work: Path) -> tuple[float, float, int, int, float]:
-    """(index s, frames s, frames, keyframes, share of frames that must be decoded) for round 1 from a cold cache,
-    as the gateway does it."""
+async def round1(video: Path, found: Probe, plan: FramePlan, snap: float, work: Path) -> dict[str, float]:
+    """Round 1 from a cold cache as the gateway does it: index and frames seconds, frames from keyframes, and the
+    timestamp error of the frames sent against the frames chosen."""
     folder = work / "obj"
     folder.mkdir(parents=True)
     os.link(video, folder / "video.mp4")
@@ -113,61 +105,58 @@ async def seek_round1(video: Path, found: Probe, plan: FramePlan, work: Path) ->
     indexed = time.perf_counter()
     selection = select_frames(len(index), found.fps, plan.nframes)
     got = await frames.frames(folder / "video.mp4", found, list(selection.indices), width=plan.width,
-                              height=plan.height)
+                              height=plan.height, snap_s=snap / selection.sample_fps)
     done = time.perf_counter()
-    groups = group_by_keyframe(index, selection.indices)
-    must = sum(wanted[-1] - keyframe + 1 for keyframe, wanted in groups) / len(index)
-    return indexed - started, done - indexed, len(got.jpegs), len(groups), must
+    interval = 1 / selection.sample_fps
+    errors = [abs(index.time(shown) - index.time(chosen)) for shown, chosen in zip(got.indices, selection.indices,
+                                                                                    strict=True)]
+    keyed = set(index.keyframes)
+    return {"index_s": indexed - started, "frames_s": done - indexed, "seconds": done - started,
+            "frames": len(got.jpegs), "from_keyframes": sum(1 for i in set(got.indices) if i in keyed),
+            "moved": sum(1 for a, b in zip(got.indices, selection.indices, strict=True) if a != b),
+            "error_max_s": max(errors), "error_mean_s": statistics.fmean(errors), "interval_s": interval,
+            "error_max_share": max(errors) / interval, "error_mean_share": statistics.fmean(errors) / interval}
 
 
-async def select_args(video: Path, found: Probe, plan: FramePlan, out: Path) -> list[str]:
-    """One ffmpeg over the whole video keeping round 1's frames: the seek command's filter, without the seek."""
-    index = await build_index(video, found, timeout_s=3600)
-    wanted = sorted(set(select_frames(len(index), found.fps, plan.nframes).indices))
-    # From keyframe 0 there is no seek: one decode from the start, stopping after the last wanted frame.
-    return seek_args(video, found, index, 0, wanted, width=plan.width, height=plan.height,
-                     threads=os.cpu_count() or 1, out_dir=out)
-
-
-async def frames_bench(minutes: list[int], repeats: int) -> dict[int, dict[str, float]]:
+async def frames_bench(videos: list[tuple[int, int]], snaps: list[float], repeats: int) -> dict[str, Any]:
     settings = Settings(vllm_url=None)
-    results: dict[int, dict[str, float]] = {}
-    for length in minutes:
-        video = make_video(length)
+    results: dict[str, Any] = {}
+    for length, gop in videos:
+        video = make_video(length, gop)
         found = await probe(video, ProbeLimits(max_duration_s=4 * 3600, max_side=8192, timeout_s=600))
-        plans = {"": round1_plan(found, settings), "64": round1_plan(found, settings, SMALL_ROUND)}
-        plan = plans[""]
+        plans = {"512": round1_plan(found, settings), "64": round1_plan(found, settings, SMALL_ROUND)}
         nulls: list[float] = []
-        seeks: dict[str, list[tuple[float, float, int, int, float]]] = {name: [] for name in plans}
+        runs: dict[str, list[dict[str, float]]] = {}
         with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
             work = Path(scratch)
             for run in range(repeats):
                 nulls.append(timed_run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-f", "null", "-"]))
-                for name, each in plans.items():
-                    seeks[name].append(await seek_round1(video, found, each, work / f"seek{name}-{run}"))
-            (work / "grid").mkdir()
-            grid_s = timed_run(grid_args(video, found, plan, work / "grid"))
-            (work / "select").mkdir()
-            select_s = timed_run(await select_args(video, found, plan, work / "select"))
-        result = {"null": statistics.median(nulls), "grid": grid_s, "select": select_s}
-        for name, runs in seeks.items():
-            _, _, count, groups, must = runs[0]
-            result |= {f"seek{name}": statistics.median(i + f for i, f, *_ in runs),
-                       f"index{name}": statistics.median(i for i, *_ in runs), f"frames{name}": count,
-                       f"keyframes{name}": groups, f"must{name}": must}
-        results[length] = result
-        print(f"  {length:>3} min: {found.frame_count} frames; round 1 = {result['frames']} frames of {plan.width}x"
-              f"{plan.height} from {result['keyframes']} keyframes (max_frames {SMALL_ROUND}: {result['frames64']} "
-              f"from {result['keyframes64']}); null runs {', '.join(f'{n:.1f}' for n in nulls)} s", flush=True)
+                for name, plan in plans.items():
+                    for snap in snaps if name == "512" else [settings.frame_keyframe_snap]:
+                        key = f"max_frames {name}, snap {snap:g}"
+                        runs.setdefault(key, []).append(
+                            await round1(video, found, plan, snap, work / f"{name}-{snap}-{run}"))
+        null = statistics.median(nulls)
+        result: dict[str, Any] = {"minutes": length, "gop_s": gop, "frames_in_video": found.frame_count,
+                                  "null_s": null, "null_runs_s": nulls, "round1": {}}
+        for key, each in runs.items():
+            median = {field: statistics.median(r[field] for r in each) for field in each[0]}
+            median["x_null"] = median["seconds"] / null
+            result["round1"][key] = median
+            print(f"  {length:>3} min, {gop} s GOP, {key}: {median['seconds']:6.2f} s = {median['x_null']:.3f}x "
+                  f"null ({null:.1f} s); {median['frames']:.0f} frames, {median['from_keyframes']:.0f} keyframes, "
+                  f"{median['moved']:.0f} moved; error max {median['error_max_s']:.2f} s "
+                  f"({median['error_max_share']:.2f} of {median['interval_s']:.2f} s), mean "
+                  f"{median['error_mean_s']:.3f} s ({median['error_mean_share']:.3f})", flush=True)
+        results[f"{length}min-gop{gop}s"] = result
     return results
 
 
-def answers_bench(minutes: list[int], vllm: str | None, repeats: int) -> dict[int, tuple[float, float, list[int]]]:
-    """(seconds, of them in vLLM, frames per round) for a whole 3-round cold answer about each video through a
-    gateway on the tiny model, median of repeats (interleaved)."""
+def answers_bench(minutes: list[int], vllm: str | None, repeats: int) -> dict[str, Any]:
+    """For each video (2 s GOP) and max_frames (64, default): a whole 3-round cold answer through a gateway on the
+    tiny model; its seconds, in vLLM, getting the video and getting the rounds' frames; median of repeats."""
     origin = Origin().start()
-    runs: dict[int, list[tuple[float, float]]] = {}
-    counts: dict[int, list[int]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     # A media cache of its own, empty: a video of an earlier run (or of another benchmark) would make "cold" warm.
     CACHE.mkdir(parents=True, exist_ok=True)
     media = Path(tempfile.mkdtemp(prefix="answers-media-", dir=CACHE))
@@ -177,22 +166,34 @@ def answers_bench(minutes: list[int], vllm: str | None, repeats: int) -> dict[in
         with local_stack(vllm, None, env) as stack, httpx2.Client(timeout=1800) as http:
             # vLLM and the gateway warmed on a clip that is not measured (other bytes than every measured run's).
             warm = origin.file("/warm.mp4", variant(1, 1000).read_bytes())
-            for url in (warm, warm):
-                ask(http, stack.gateway_url, url)
+            for _ in range(2):
+                ask(http, stack.gateway_url, warm, SMALL_ROUND)
             for run in range(repeats):
-                for length in minutes:
-                    url = origin.file(f"/cold-{length}-{run}.mp4", variant(length, run).read_bytes())
-                    started = time.perf_counter()
-                    rounds = ask(http, stack.gateway_url, url)
-                    runs.setdefault(length, []).append((time.perf_counter() - started,
-                                                        sum(r["seconds"] for r in rounds)))
-                    counts[length] = [r["frames"] for r in rounds]
-                    print(f"  {length:>3} min, run {run + 1}: {runs[length][-1][0]:.1f} s", flush=True)
+                for max_frames in (SMALL_ROUND, None):
+                    for length in minutes:
+                        url = origin.file(f"/cold-{length}-{run}-{max_frames}.mp4",
+                                          variant(length, 1 + 2 * run + (max_frames is None)).read_bytes())
+                        started = time.perf_counter()
+                        perception = ask(http, stack.gateway_url, url, max_frames)
+                        rounds = perception["rounds"]
+                        record = {"seconds": time.perf_counter() - started,
+                                  "vllm_s": sum(r["seconds"] for r in rounds),
+                                  "video_s": perception["video_seconds"],
+                                  "frames_s": sum(r["frames_seconds"] for r in rounds),
+                                  "round_frames_s": [r["frames_seconds"] for r in rounds],
+                                  "frames": [r["frames"] for r in rounds]}
+                        record["outside_s"] = record["video_s"] + record["frames_s"]
+                        runs.setdefault(f"{length}min max_frames {max_frames or 'default'}", []).append(record)
+                        print(f"  {length:>3} min, max_frames {max_frames or 'default'}, run {run + 1}: "
+                              f"{record['seconds']:.2f} s (outside vLLM {record['outside_s']:.2f} s: video "
+                              f"{record['video_s']:.2f} s, frames {record['round_frames_s']} s; frames "
+                              f"{record['frames']})", flush=True)
     finally:
         origin.stop()
         shutil.rmtree(media, ignore_errors=True)
-    return {length: (statistics.median(t for t, _ in each), statistics.median(v for _, v in each), counts[length])
-            for length, each in runs.items()}
+    return {key: {field: (statistics.median(r[field] for r in each) if isinstance(each[0][field], float)
+                          else each[-1][field]) for field in each[0]} | {"runs": each}
+            for key, each in runs.items()}
 
 
 def variant(minutes: int, run: int) -> Path:
@@ -210,57 +211,60 @@ def variant(minutes: int, run: int) -> Path:
     return out
 
 
-def ask(http: httpx2.Client, gateway: str, url: str) -> list[dict[str, Any]]:
+def ask(http: httpx2.Client, gateway: str, url: str, max_frames: int | None) -> dict[str, Any]:
+    vchat: dict[str, Any] = {"iterations": 3} | ({"max_frames": max_frames} if max_frames else {})
     response = http.post(f"{gateway}/v1/chat/completions", json={
-        "model": "videochat-r1.5", "temperature": 0, "max_tokens": 64, "vchat": {"iterations": 3},
+        "model": "videochat-r1.5", "temperature": 0, "max_tokens": 64, "vchat": vchat,
         "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
                                                   {"type": "text", "text": QUESTION}]}]})
     response.raise_for_status()
-    rounds: list[dict[str, Any]] = response.json()["perception"]["rounds"]
-    assert len(rounds) == 3, rounds
-    return rounds
-
-
-def print_frames(results: dict[int, dict[str, float]]) -> None:
-    print()
-    print(f"{'video':>7} {'frames':>6} {'null s':>7} {'grid s':>7} {'select s':>8} {'seek s':>7} {'(index)':>7}  "
-          f"{'seek/null':>9} {'must decode':>11} {'grid/null':>9} {'select/null':>11} {'seek/grid':>9}")
-    for length, r in results.items():
-        for name in ("", "64"):
-            old = (f"{r['grid']:7.2f} {r['select']:8.2f}" if not name else f"{'':7} {'':8}")
-            ratios = (f"{r['grid'] / r['null']:9.2f} {r['select'] / r['null']:11.2f} {r['seek'] / r['grid']:9.3f}"
-                      if not name else "")
-            seek = r["seek" + name]
-            print(f"{length:>4} min {r['frames' + name]:6.0f} {r['null']:7.2f} {old} {seek:7.2f} "
-                  f"{r['index' + name]:7.2f}  {seek / r['null']:9.3f} {r['must' + name]:11.3f} {ratios}")
-    print("target: seek/null <= 0.1 for the 60-min video")
+    perception: dict[str, Any] = response.json()["perception"]
+    assert len(perception["rounds"]) == 3, perception
+    return perception
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="leave out the 60-min video")
+    parser.add_argument("--minutes", default=",".join(map(str, MINUTES)), help="video lengths (180: the 3-h one)")
+    parser.add_argument("--gops", default=",".join(map(str, GOPS)), help="keyframe intervals, seconds")
+    parser.add_argument("--snaps", default=",".join(map(str, SNAPS)), help="keyframe snap shares to measure")
+    parser.add_argument("--answer-minutes", default="1,60", help="video lengths of the answers (2 s GOP)")
     parser.add_argument("--no-frames", action="store_true", help="only time the answers")
     parser.add_argument("--no-answers", action="store_true", help="only time round 1's frames (no vLLM)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of null, seek and answers per video (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--vllm", help="a running vLLM-CPU with the tiny model (else one is started)")
     options = parser.parse_args()
-    minutes = [m for m in MINUTES if not (options.quick and m == 60)]
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is needed")
+    minutes = [int(m) for m in options.minutes.split(",")]
+    gops = [int(g) for g in options.gops.split(",")]
+    out: dict[str, Any] = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
+                           "load_at_start": os.getloadavg(), "repeats": options.repeats,
+                           "note": "shared machine: other work ran alongside; compare ratios within one run"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"long-video-{out['date']}.json"
+    # Runs of one day add up in one file (a video measured again replaces its figures).
+    earlier: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    out["runs"] = [*earlier.get("runs", []), {key: out[key] for key in ("cores", "load_at_start", "repeats")}]
+    out["frames"], out["answers"] = earlier.get("frames", {}), earlier.get("answers", {})
     if not options.no_frames:
-        print(f"round-1 frames, cold, {os.cpu_count()} cores (shared machine: timings are noisy), median of "
-              f"{options.repeats}", flush=True)
-        print_frames(asyncio.run(frames_bench(minutes, options.repeats)))
-    if options.no_answers:
-        return
-    print()
-    answers = answers_bench(minutes, options.vllm, options.repeats)
-    base = answers[1][0]
-    print("whole 3-round cold answer, tiny model on vLLM-CPU (fetch, sanitize, index, frames, 3 rounds)")
-    for length, (seconds, in_vllm, counts) in answers.items():
-        print(f"{length:>4} min {seconds:8.2f} s   x{seconds / base:5.2f} of the 1-min answer   (vLLM {in_vllm:.2f} s, "
-              f"the rest {seconds - in_vllm:.2f} s; frames per round {counts})")
-    print("target: the 60-min answer <= 1.5x the 1-min answer")
+        print(f"round-1 frames, cold, {os.cpu_count()} cores, median of {options.repeats}", flush=True)
+        out["frames"] |= asyncio.run(frames_bench([(m, g) for g in gops for m in minutes],
+                                                  [float(x) for x in options.snaps.split(",")], options.repeats))
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        print("target: round 1 at 512 frames <= 0.1x null for the 60-min and 3-h videos with the 2 s GOP")
+    if not options.no_answers:
+        print("\nwhole 3-round cold answers, tiny model on vLLM-CPU", flush=True)
+        answer_minutes = [int(m) for m in options.answer_minutes.split(",")]
+        answers = answers_bench(answer_minutes, options.vllm, options.repeats)
+        out["answers"] |= answers
+        small = [answers.get(f"{m}min max_frames {SMALL_ROUND}") for m in (1, 60)]
+        if small[0] and small[1]:
+            out["outside_60_over_1_at_64"] = small[1]["outside_s"] / small[0]["outside_s"]
+            print(f"outside vLLM, 60 min / 1 min at max_frames 64: x{out['outside_60_over_1_at_64']:.2f} "
+                  "(target <= 1.5)")
+        path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

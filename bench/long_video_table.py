@@ -30,8 +30,8 @@ def _every(seconds: float) -> str:
 def table() -> str:
     settings = Settings(vllm_url=None)
     lines = ["| video | max_frames | frames per round | frame size | round 1: a frame every | glued segment "
-             "| frames in it (round 2) | a frame every |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| frames in it (round 2) | a frame every | dense zoom (opt-in): frames in it | a frame every |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, seconds in LENGTHS:
         for max_frames in (64, 512):
             limits = FrameLimits(max_visual_tokens=settings.max_visual_tokens, min_pixels=settings.frame_min_pixels,
@@ -41,11 +41,13 @@ def table() -> str:
             plan = plan_frames(VideoInfo(seconds, FPS, 1280, 720, total), limits, spare_frames=KEY_TIME_SPARE_FRAMES)
             span = min(seconds / 5, 60.0)
             start = seconds * 0.4
-            glued = round_frames(total, FPS, plan.nframes, [(start, start + span)])
-            inside = len({i for i in glued.indices if start * FPS <= i <= (start + span) * FPS})
+            cells = []
+            for dense in (False, True):
+                glued = round_frames(total, FPS, plan.nframes, [(start, start + span)], dense=dense)
+                inside = len({i for i in glued.indices if start * FPS <= i <= (start + span) * FPS})
+                cells.append(f"{inside} | {_every(span / max(inside, 1))}")
             lines.append(f"| {name} | {max_frames} | {plan.nframes} | {plan.width}x{plan.height} | "
-                         f"{_every(seconds / plan.nframes)} | {_every(span)} | {inside} | "
-                         f"{_every(span / max(inside, 1))} |")
+                         f"{_every(seconds / plan.nframes)} | {_every(span)} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

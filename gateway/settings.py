@@ -116,6 +116,16 @@ class Settings(SharedSettings):
     frame_total_pixels: int = Field(
         128 * 12 * 28 * 28, ge=28 * 28, description="Pixel budget shared by a round's frames (the model card's)."
     )
+    frame_keyframe_snap: float = Field(
+        0.25, ge=0, lt=0.5, description="A frame of a uniform selection (round 1, a glue round's frames outside its "
+        "segments) may be replaced by a keyframe this share of the round's frame interval away, decoded alone (the "
+        "time sent is the shown frame's). 0: exactly VideoChat-R1.5's frame indices.",
+    )
+    zoom: Literal["official", "dense"] = Field(
+        "official", description="Glue rounds' sampling: official (frames in glued segments 1.5x denser, the round "
+        "declared at its average fps, as the model was trained) or dense (past 10 min, half the frames inside the "
+        "segments; denser, but the model reads their times wrong). Requests may choose (vchat.zoom).",
+    )
     frame_cache_frames: int = Field(
         2048, ge=64, description="Extracted frames kept per video and size (least recently used go first).",
     )

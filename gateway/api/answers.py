@@ -103,7 +103,7 @@ class AnswerBuilder:
         self.warnings.extend(note for note in event.notes if note not in self.warnings)
         self.rounds.append({
             "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
-            "sample_fps": event.sample_fps, "frame_size": [event.width, event.height],
+            "sample_fps": event.sample_fps, "segment_fps": event.segment_fps, "frame_size": [event.width, event.height],
             "visual_tokens": event.visual_tokens, "dense_segments": [list(s) for s in event.spans_in],
             "frames_seconds": event.frames_seconds,
         })

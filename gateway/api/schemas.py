@@ -109,6 +109,9 @@ class VChatOptions(_Lenient):
     fps: float | None = Field(None, gt=0, le=30, description="Frames per second to sample.")
     merge: Literal["gemini_context", "gemini_final", "side_by_side", "off"] | None = Field(
         None, description="How Gemini's answer is merged (off: the local model alone).")
+    zoom: Literal["official", "dense"] | None = Field(
+        None, description="Glue rounds' sampling: official (1.5x denser in glued segments) or dense (past 10 min, "
+        "half the frames inside them).")
 
 
 PLAIN_CHAT_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs", "response_format")

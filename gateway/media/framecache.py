@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InsufficientStorage
-from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name
+from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name, snap_to_keyframes
 from gateway.media.probe import Probe
 from gateway.media.space import full_disk_refused
 from gateway.media.store import write_json_atomic
@@ -27,12 +27,13 @@ INDEXES_IN_MEMORY = 16
 
 @dataclass(frozen=True, slots=True)
 class Frames:
-    """JPEG frames at one size, and each one's time in seconds (the pts of the frame shown)."""
+    """JPEG frames at one size, and each one's time in seconds (the pts of the frame shown) and index."""
 
     jpegs: tuple[bytes, ...]
     times: tuple[float, ...]
     width: int
     height: int
+    indices: tuple[int, ...] = ()
 
     def data_url(self) -> str:
         """vLLM's pre-sampled video: data:video/jpeg;base64,<f1>,<f2>,... (blocking: base64 of the frames)."""
@@ -74,12 +75,16 @@ class FrameCache:
         self._indexes.move_to_end(path)
         return cached
 
-    async def frames(self, video: Path, found: Probe, wanted: Sequence[int], *, width: int, height: int) -> Frames:
+    async def frames(self, video: Path, found: Probe, wanted: Sequence[int], *, width: int, height: int,
+                     snap_s: float = 0.0, keep: Sequence[tuple[int, int]] = ()) -> Frames:
         """The wanted frames (repeats allowed) at width x height, extracting the ones not on disk yet.
 
+        snap_s > 0 first moves each frame outside the keep ranges to a keyframe within snap_s seconds
+        (frames.snap_to_keyframes); the indices and times returned are those of the frames shown.
         Raises InsufficientStorage when they do not fit on the disk (nothing partial is left).
         """
         index = await self.index(video, found)
+        wanted = snap_to_keyframes(index, wanted, snap_s, keep)
         size_dir = video.parent / "frames" / f"{width}x{height}"
         with full_disk_refused(size_dir):
             return await self._frames(video, found, index, wanted, size_dir, width, height)
@@ -99,7 +104,7 @@ class FrameCache:
                 if attempt == 2:
                     raise
                 continue
-            return Frames(jpegs, tuple(round(index.time(i), 6) for i in wanted), width, height)
+            return Frames(jpegs, tuple(round(index.time(i), 6) for i in wanted), width, height, tuple(wanted))
         raise AssertionError("unreachable")
 
     async def _shared(self, key: tuple[Path, tuple[int, ...]], work: Callable[[], Coroutine[Any, Any, None]]) -> None:

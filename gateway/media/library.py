@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,14 +167,18 @@ class VideoLibrary:
         """How many frames the asset's video has, counted from its packets (not the container's estimate)."""
         return len(await self.frame_cache.index(asset.video, asset.probe))
 
-    async def frames(self, asset: Asset, indices: list[int], *, width: int, height: int) -> Frames:
-        """Exactly these frames of the asset (indices in presentation order) at this size, with their times.
+    async def frames(self, asset: Asset, indices: list[int], *, width: int, height: int, snap_s: float = 0.0,
+                     keep: Sequence[tuple[int, int]] = ()) -> Frames:
+        """These frames of the asset (indices in presentation order) at this size, with their times.
 
         Frames are extracted by seeking, only where not cached already, and kept for later rounds and questions.
+        snap_s > 0 lets a frame outside the keep ranges move to a keyframe that near (decoded alone); the indices
+        and times returned are always those of the frames shown.
         """
         # A JPEG of w x h takes well under w x h bytes (about 1-2 bits a pixel at this quality).
         return await self.store.with_room(
-            lambda: self.frame_cache.frames(asset.video, asset.probe, indices, width=width, height=height),
+            lambda: self.frame_cache.frames(asset.video, asset.probe, indices, width=width, height=height,
+                                            snap_s=snap_s, keep=keep),
             needed=len(set(indices)) * width * height)
 
     # --- internals --------------------------------------------------------------------------------

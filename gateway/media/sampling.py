@@ -42,6 +42,8 @@ class FrameSelection:
     # glue weighting made the spacing uneven; the model was trained and evaluated with that value.
     sample_fps: float
     key_time: bool
+    # The glued segments as inclusive frame ranges: frames there are the zoom's own and never move to keyframes.
+    keep: tuple[tuple[int, int], ...] = ()
 
 
 def smart_nframes(
@@ -127,6 +129,13 @@ def _merged(ranges: Sequence[tuple[int, int]], total_frames: int) -> list[tuple[
     return merged
 
 
+def span_ranges(spans: Sequence[Span], total_frames: int, fps: float) -> list[tuple[int, int]]:
+    """Spans as inclusive frame ranges, as the official sample_frames reads them: [int(s * fps), int(e * fps)]
+    capped at the last frame; empty ones dropped."""
+    ranges = [(int(start_s * fps), min(int(end_s * fps), total_frames - 1)) for start_s, end_s in spans]
+    return [(first, last) for first, last in ranges if first <= last]
+
+
 def sample_frames(
     key_time: Sequence[Span], total_frames: int, nframes: int, weight: float = KEY_TIME_WEIGHT, *, fps: float
 ) -> list[int]:
@@ -141,12 +150,7 @@ def sample_frames(
     """
     if total_frames < 1 or nframes < 1 or fps <= 0:
         raise ValueError(f"invalid sampling request: {total_frames=}, {nframes=}, {fps=}")
-    ranges: list[tuple[int, int]] = []
-    for start_s, end_s in key_time:
-        first = int(start_s * fps)
-        last = min(int(end_s * fps), total_frames - 1)
-        if first <= last:
-            ranges.append((first, last))
+    ranges = span_ranges(key_time, total_frames, fps)
     key_count = sum(last - first + 1 for first, last in ranges)
     non_key_count = total_frames - key_count
     weighted_total = key_count * weight + non_key_count * 1.0
@@ -194,7 +198,8 @@ def select_frames(
     indices = picked if picked is not None else uniform_indices(total_frames, nframes)
     if len(indices) % FRAME_FACTOR:
         indices = [*indices, indices[-1]]
-    return FrameSelection(tuple(indices), nframes / max(total_frames, 1e-6) * video_fps, key_time)
+    keep = tuple(span_ranges(spans, total_frames - 1, video_fps)) if key_time else ()
+    return FrameSelection(tuple(indices), nframes / max(total_frames, 1e-6) * video_fps, key_time, keep)
 
 
 def parse_glue(text: str, duration_s: float) -> list[Span]:

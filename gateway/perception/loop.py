@@ -18,8 +18,9 @@ from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
+from gateway.media.resize import visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
-from gateway.media.zoom import round_frames
+from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
@@ -44,6 +45,7 @@ class LoopRequest:
     sampling: dict[str, object]
     max_tokens: int = 2048  # each round's reply budget
     max_tokens_set: bool = False  # the client chose it (then it is never lowered to fit the context)
+    zoom: str = "official"  # glue rounds' sampling (gateway.media.zoom): official or dense
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RoundStarted:
     spans_in: tuple[Span, ...]  # the segments this round samples densely (empty: uniform)
     notes: tuple[str, ...] = ()  # what was cut to fit vLLM, and why
     frames_seconds: float = 0.0  # planning the round and getting its frames (extracted or cached), encoded
+    segment_fps: float | None = None  # the real density inside the glued segments (sample_fps: declared)
 
 
 @dataclass(frozen=True)
@@ -129,14 +132,16 @@ class PerceptionLoop:
         """The rounds' events. ``final_context`` is awaited just before the last round; text it returns is put in
         front of that round's prompt as evidence (how Gemini's analysis reaches the local model)."""
         spans: tuple[Span, ...] = ()
+        shapes: list[_Shape] = []  # each round's frames, so that a round with no new segments repeats them
         for number in range(1, req.iterations + 1):
             last = number == req.iterations
             context = await final_context() if last and final_context is not None else None
             for attempt in range(2):
+                del shapes[number - 1:]  # a retried round plans anew
                 try:
                     # aclosing: when our consumer closes us at a yield, the round (and with it the vLLM stream, which
                     # is what makes vLLM abort) must close now, not when the garbage collector gets to it.
-                    async with aclosing(self._round(asset, req, number, last, spans, context)) as events:
+                    async with aclosing(self._round(asset, req, number, last, spans, context, shapes)) as events:
                         async for event in events:
                             if isinstance(event, RoundFinished):
                                 spans = event.segments
@@ -159,20 +164,35 @@ class PerceptionLoop:
             return True
         return False
 
-    async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool,
-                     spans: tuple[Span, ...], context: str | None = None) -> AsyncGenerator[Event, None]:
+    async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool, spans: tuple[Span, ...],
+                     context: str | None = None, shapes: list[_Shape] | None = None) -> AsyncGenerator[Event, None]:
         prepared = time.perf_counter()
         prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
         budget = await self.plan(asset, req, prompt)
         plan = budget.frames
+        before = shapes[-1] if shapes else None
+        if (before is not None and before.spans == spans and plan.nframes >= before.nframes
+                and (plan.width, plan.height) == (before.width, before.height)):
+            # No new segments: exactly the frames of the round before, though a shorter prompt (the last round's)
+            # left room for more; new frames would all be extracted anew and match no vLLM cache.
+            plan = dataclasses.replace(plan, nframes=before.nframes,
+                                       tokens=visual_tokens(before.nframes, plan.height, plan.width))
+        if shapes is not None:
+            shapes.append(_Shape(spans, plan.nframes, plan.width, plan.height))
         probe = asset.probe
         # The frames decord would number (VideoChat-R1.5 picks indices of those); exactly these are extracted.
         total = await self.library.frame_count(asset)
-        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans)
-        shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height)
+        selection = round_frames(total, probe.fps, min(plan.nframes, total), spans, dense=req.zoom == "dense")
+        # Frames outside the glued segments may come from a keyframe near them (decoded alone, no GOP decoded for
+        # one frame); the bound is a share of the round's average frame interval, and the times sent are the shown
+        # frames' own.
+        shown = await self.library.frames(asset, list(selection.indices), width=plan.width, height=plan.height,
+                                          snap_s=self.settings.frame_keyframe_snap / selection.sample_fps,
+                                          keep=selection.keep)
         started = RoundStarted(number, last, tuple(round(t, 3) for t in shown.times),
                                round(selection.sample_fps, 4), shown.width, shown.height,
-                               _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes)
+                               _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes,
+                               segment_fps=_rounded(segment_fps(shown.indices, selection.keep, probe.fps)))
         video = await asyncio.to_thread(shown.data_url)
         started = dataclasses.replace(started, frames_seconds=round(time.perf_counter() - prepared, 3))
         self.metrics.round_frames.observe(len(shown.jpegs))
@@ -233,11 +253,25 @@ class PerceptionLoop:
         yield RoundFinished(number, last, reply, text, splitter.answer, segments, usage, finish, round(seconds, 3))
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a round's frames were chosen from: its segments, and the plan's frame count and size."""
+
+    spans: tuple[Span, ...]
+    nframes: int
+    width: int
+    height: int
+
+
 def _with_context(prompt: str, context: str | None) -> str:
     if not context:
         return prompt
     return (f"Notes from another model that watched the video and heard its audio (they may be wrong):\n"
             f"{context.strip()}\n\n{prompt}")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _tokens(frames: int, shown: Frames) -> int:

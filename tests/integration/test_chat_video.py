@@ -95,6 +95,8 @@ def test_round_two_is_denser_inside_round_one_segments(gw: LiveGateway, origin: 
     assert len(second["frame_times"]) == len(first["frame_times"])  # same total, redistributed
     assert inside(second["frame_times"]) > inside(first["frame_times"])
     assert second["sample_fps"] == first["sample_fps"]  # the official code declares the average rate
+    # ...and the real density inside the glued segment is reported beside it: 1.5x denser, as trained.
+    assert first["segment_fps"] is None and second["segment_fps"] > second["sample_fps"]
 
 
 def test_the_answer_says_where_the_time_went_cold_and_cached(gw: LiveGateway, origin: Origin) -> None:

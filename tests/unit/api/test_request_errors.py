@@ -209,3 +209,10 @@ def test_a_huge_logit_bias_key_or_part_type_is_quoted_short(gateway_factory: Gat
     assert len(response.content) < 1000
     shown = "'" + "\\x00" * 15 + "'… (1048576 characters)"
     assert str(error["message"]).endswith(f"(got {shown}).")
+
+
+def test_a_zoom_other_than_official_or_dense_is_refused(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory()
+    error = assert_envelope(post(gw.url, chat({"role": "user", "content": [VIDEO]}, vchat={"zoom": "closer"})), 422,
+                            "invalid_value")
+    assert error["param"] == "vchat.zoom" and "'official' or 'dense'" in error["message"]

@@ -162,6 +162,46 @@ async def test_hundreds_of_frames_after_one_keyframe(tmp_path: Path) -> None:
     assert frame_numbers(list(got.jpegs)) == wanted
 
 
+@pytest.mark.parametrize("x264", ["keyint=30:scenecut=0", OPEN_GOP])
+async def test_lone_keyframes_are_decoded_alone(x264: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every third keyframe of a 40 s clip: no other frame wanted in their GOPs, so one keyframe-only run per core
+    # (-skip_frame nokey) decodes them; on an open GOP that run stalls and each keyframe is sought alone instead.
+    video = video_dir(tmp_path, make_numbered_clip(40, 25, x264=x264))
+    found = await probe(video, LIMITS)
+    index = await cache().index(video, found)
+    wanted = list(index.keyframes[::3])
+    assert frames_module.lone_keyframes(index, wanted) == wanted
+    runs: list[list[str]] = []
+    real_run_tool = frames_module.run_tool
+
+    async def recording(args: list[str], **kwargs: object) -> object:
+        runs.append(args)
+        return await real_run_tool(args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frames_module, "run_tool", recording)
+    got = await cache().frames(video, found, wanted, width=56, height=28)
+    assert frame_numbers(list(got.jpegs)) == wanted
+    assert got.times == pytest.approx([decoded_pts(video)[i] for i in wanted], abs=1e-5)
+    assert runs and "nokey" in runs[0]
+    if x264 == OPEN_GOP:
+        assert any("nokey" not in run for run in runs)
+    else:
+        assert all("nokey" in run for run in runs)
+
+
+def test_snapping_moves_frames_to_near_keyframes_only() -> None:
+    index = regular_index(3000, 60)  # 30 fps, a keyframe every 2 s
+    # Frames 2 s apart: 62 and 118 are 2 frames from a keyframe, 90 is 1 s from both; within 0.1 s only.
+    assert frames_module.snap_to_keyframes(index, [62, 90, 118, 118], 0.1) == [60, 90, 120, 120]
+    assert frames_module.snap_to_keyframes(index, [62, 90, 118], 0.0) == [62, 90, 118]
+    # Inside a kept range nothing moves, and nothing moves into one.
+    assert frames_module.snap_to_keyframes(index, [62, 118, 178], 0.1, keep=[(100, 125)]) == [60, 118, 180]
+    assert frames_module.snap_to_keyframes(index, [62, 118], 0.1, keep=[(55, 61)]) == [62, 120]
+    # Never past or onto another wanted frame: order and count hold.
+    assert frames_module.snap_to_keyframes(index, [59, 61], 0.1) == [60, 61]
+    assert frames_module.snap_to_keyframes(index, [58, 59, 130], 0.5) == [58, 60, 120]
+
+
 def regular_index(frames: int, gop: int) -> FrameIndex:
     """An index of a constant-rate video (pts 0, 512, …) with a keyframe every gop frames."""
     return FrameIndex(tuple(range(0, 512 * frames, 512)), tuple(range(0, frames, gop)), Fraction(1, 15360), 0.0)
@@ -240,17 +280,18 @@ async def test_repeats_and_order_are_kept_and_frames_are_reused(tmp_path: Path,
     found = await probe(video, LIMITS)
     runs = count_tool_runs(monkeypatch)
     frames = cache()
-    first = await frames.frames(video, found, [5, 100, 100, 300, 7], width=56, height=28)
-    assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 300, 7]
+    first = await frames.frames(video, found, [5, 100, 100, 301, 7], width=56, height=28)
+    assert frame_numbers(list(first.jpegs)) == [5, 100, 100, 301, 7]
     ffmpeg_runs = [a for a in runs if a[0] == "ffmpeg"]
-    # Frames 5 and 7 share keyframe 0, and 100's keyframe (60) is near enough to decode on to; 300 is seeked to.
+    # Frames 5 and 7 share keyframe 0, and 100's keyframe (60) is near enough to decode on to; 301 is seeked to
+    # (not 300: a keyframe wanted alone is decoded alone, see test_lone_keyframes_are_decoded_alone).
     assert seeks(ffmpeg_runs) == 2
     assert len(ffmpeg_runs) == 2  # one run per core
     # A later round (or question, with a fresh cache over the same directory) reuses what is on disk.
-    again = await cache().frames(video, found, [7, 300], width=56, height=28)
+    again = await cache().frames(video, found, [7, 301], width=56, height=28)
     assert again.jpegs == (first.jpegs[4], first.jpegs[3]) and len(runs) == len(ffmpeg_runs) + 1  # +1: index
     assert sorted(p.name for p in (video.parent / "frames" / "56x28").iterdir()) == [
-        frame_name(i) for i in (5, 7, 100, 300)]
+        frame_name(i) for i in (5, 7, 100, 301)]
 
 
 async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Path,
@@ -260,7 +301,7 @@ async def test_concurrent_requests_for_the_same_frames_extract_once(tmp_path: Pa
     frames = cache()
     await frames.index(video, found)
     runs = count_tool_runs(monkeypatch)
-    wanted = [0, 90, 180, 270]
+    wanted = [1, 90, 181, 270]  # no keyframe among them (a lone keyframe is decoded alone)
     results = await asyncio.gather(*(frames.frames(video, found, wanted, width=56, height=28) for _ in range(5)))
     # One extraction for the five: two spans (one per core), each one input decoding on through its keyframes.
     assert seeks(runs) == 2 and len(runs) == 2 and len({r.jpegs for r in results}) == 1

@@ -18,6 +18,7 @@ from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.media.library import Asset, open_library
 from gateway.metrics import Metrics
 from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished, RoundStarted
+from gateway.perception.prompts import round_prompt
 from gateway.settings import Settings
 from tests.support.clips import make_clip
 from tests.support.vllm_wire import MODEL, STALL, FakeVllm, Reply, error_reply, sse, stream_reply, vllm_error
@@ -75,6 +76,9 @@ async def test_glue_of_one_round_is_where_the_next_looks_closer(rig: Rig) -> Non
     assert len(dense) > len(second.times) - len(dense)  # denser inside the glued spans
     prompts = [sent["messages"][0]["content"][1]["text"] for sent in rig.vllm.requests]
     assert ["in the <glue> </glue> tags" in prompt for prompt in prompts] == [True, False]  # the last asks no glue
+    # The round is declared at its average rate; the real density inside the segments is reported beside it.
+    assert first.segment_fps is None and second.segment_fps is not None and second.segment_fps > second.sample_fps
+    assert [sent["media_io_kwargs"]["video"]["fps"] for sent in rig.vllm.requests] == [first.sample_fps] * 2
 
 
 ENCODER = "video exceeds the pre-allocated encoder cache size 700; use fewer frames"
@@ -140,3 +144,26 @@ async def test_the_gateway_sets_vllms_media_kwargs_itself(rig: Rig) -> None:
     assert rig.frames_sent(0) == len(started.times) and len(started.times) % 2 == 0
     assert sent["stream_options"] == {"include_usage": True} and sent["temperature"] == 0
     assert rounds(events, RoundFinished)[0].usage.prompt_tokens == 900
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER), stream_reply(ANSWER)]], indirect=True)
+async def test_a_round_with_no_new_segments_sends_exactly_the_frames_of_the_round_before(rig: Rig) -> None:
+    # A context where the glue round's longer prompt leaves room for fewer frames than the last round's: the last
+    # round, with no new segments (round 1 glued nothing), still sends round 1's frames, so they come from the cache
+    # and vLLM's caches can match.
+    req = rig.request(iterations=2, max_tokens=64, max_tokens_set=True)
+    glue, final = round_prompt(req.question, req.options, glue=True), round_prompt(req.question, req.options,
+                                                                                  glue=False)
+    for context in range(400, 4000, 8):
+        rig.loop.context_limit = context  # as if vLLM had said so
+        try:
+            planned = [(await rig.loop.plan(rig.asset, req, prompt)).frames.nframes for prompt in (glue, final)]
+        except InvalidRequest:  # not even 4 frames fit yet
+            continue
+        if 4 <= planned[0] < planned[1]:
+            break
+    else:
+        pytest.fail("no context separates the two prompts' frame counts")
+    first, second = rounds(await rig.run(req), RoundStarted)
+    assert second.spans_in == () and second.times == first.times and len(first.times) == planned[0]
+    assert rig.frames_sent(0) == rig.frames_sent(1)
