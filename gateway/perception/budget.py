@@ -51,19 +51,22 @@ def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, pr
     ``max_tokens`` must fit in it. Frames are cut first, so the reply keeps its budget (the official 2048). When
     even the fewest frames do not fit: a default reply budget is lowered, down to MIN_REPLY_TOKENS; a budget the
     client set is kept and the request refused (400 ``context_length_exceeded``, saying the largest that fits).
-    The prompt counts as planned_text_tokens, so questions of similar length get the same frames.
+    The prompt counts as planned_text_tokens (its exact bound where the context cannot spare that), so questions of
+    similar length get the same frames.
     Raises InvalidRequest when the video cannot be sampled at all.
     """
-    text = planned_text_tokens(prompt)
+    text = text_tokens(prompt)
     encoder = limits.max_visual_tokens
-    room = encoder if context is None else min(encoder, context - text - max_tokens)
-    try:
-        frames = _plan(video, limits, room, spare_frames)
-        return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, text, max_tokens,
-                                                        max_tokens_set, by_context=room < encoder))
-    except ValueError as exc:
-        if context is None or room >= encoder:
-            raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+    # The planned text first; the exact text where a small context cannot spare the margin.
+    for reserved in dict.fromkeys((planned_text_tokens(prompt), text)):
+        room = encoder if context is None else min(encoder, context - reserved - max_tokens)
+        try:
+            frames = _plan(video, limits, room, spare_frames)
+            return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, reserved, max_tokens,
+                                                            max_tokens_set, by_context=room < encoder))
+        except ValueError as exc:
+            if context is None or room >= encoder:
+                raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
     fewest = _fewest(video, limits, spare_frames)
     largest = context - text - fewest
     if max_tokens_set or largest < MIN_REPLY_TOKENS:

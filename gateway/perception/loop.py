@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
+from gateway.media.frames import JPEG_QSCALE
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
@@ -182,7 +184,10 @@ class PerceptionLoop:
         params: dict[str, object] = {
             "model": req.model,
             "messages": [{"role": "user", "content": [
-                {"type": "video_url", "video_url": {"url": video}},
+                # Video before text, and a uuid for these very frames: vLLM keys its caches on it instead of hashing
+                # the frames, and a follow-up question about the video reuses round 1's encoded frames and KV.
+                {"type": "video_url", "video_url": {"url": video},
+                 "uuid": frames_uuid(asset.id, selection.indices, shown, selection.sample_fps)},
                 {"type": "text", "text": prompt},
             ]}],
             "stream_options": {"include_usage": True},
@@ -238,6 +243,13 @@ def _with_context(prompt: str, context: str | None) -> str:
         return prompt
     return (f"Notes from another model that watched the video and heard its audio (they may be wrong):\n"
             f"{context.strip()}\n\n{prompt}")
+
+
+def frames_uuid(asset_id: str, indices: Sequence[int], shown: Frames, sample_fps: float) -> str:
+    """vLLM's ``uuid`` for a round's video: the same for the same frames of the same video at the same size, rate and
+    JPEG quality (the JPEG bytes are a function of these), different otherwise; vLLM caches by it."""
+    key = f"{asset_id}|{','.join(map(str, indices))}|{shown.width}x{shown.height}|{sample_fps!r}|q{JPEG_QSCALE}"
+    return "vchat-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def _tokens(frames: int, shown: Frames) -> int:

@@ -4,6 +4,8 @@ round to round, limits learned from vLLM's refusals and retried once, a silent r
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -140,3 +142,29 @@ async def test_the_gateway_sets_vllms_media_kwargs_itself(rig: Rig) -> None:
     assert rig.frames_sent(0) == len(started.times) and len(started.times) % 2 == 0
     assert sent["stream_options"] == {"include_usage": True} and sent["temperature"] == 0
     assert rounds(events, RoundFinished)[0].usage.prompt_tokens == 900
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_a_follow_up_question_sends_round_1_the_same_video_part_byte_for_byte(rig: Rig) -> None:
+    # vLLM's prefix and encoder caches serve a second question about a video only when its frames reach vLLM as the
+    # same bytes, before the text, under the same uuid.
+    first = rig.request(iterations=2)
+    follow_up = dataclasses.replace(first, question="And which colour is the bar on the far left, at the very end?",
+                                    options=None)
+    for req in (first, follow_up):
+        await rig.run(req)
+    round_1 = [rig.vllm.requests[0], rig.vllm.requests[2]]
+    parts = [body["messages"][0]["content"] for body in round_1]
+    assert [[part["type"] for part in p] for p in parts] == [["video_url", "text"]] * 2
+    assert json.dumps(parts[0][0]).encode() == json.dumps(parts[1][0]).encode()
+    assert parts[0][0]["uuid"].startswith("vchat-") and parts[0][1] != parts[1][1]
+    assert round_1[0]["media_io_kwargs"] == round_1[1]["media_io_kwargs"]
+    assert round_1[0]["mm_processor_kwargs"] == round_1[1]["mm_processor_kwargs"]
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_other_frames_of_the_video_go_under_another_uuid(rig: Rig) -> None:
+    await rig.run(rig.request())
+    await rig.run(dataclasses.replace(rig.request(), max_frames=4))
+    uuids = [body["messages"][0]["content"][0]["uuid"] for body in rig.vllm.requests]
+    assert rig.frames_sent(0) != rig.frames_sent(1) and uuids[0] != uuids[1]
