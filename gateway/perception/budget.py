@@ -67,6 +67,7 @@ def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, pr
         except ValueError as exc:
             if context is None or room >= encoder:
                 raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+    assert context is not None  # without one, the loop returned or raised
     fewest = _fewest(video, limits, spare_frames)
     largest = context - text - fewest
     if max_tokens_set or largest < MIN_REPLY_TOKENS:
