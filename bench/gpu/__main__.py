@@ -34,6 +34,9 @@ def plan() -> int:
     print(f"carry [.gpu/{last}, .gpu/manifest.json]:  mkdir -p /tmp/up && cp .gpu/{last} .gpu/manifest.json /tmp/up/ "
           "&& BENCH_BUDGET_S=560 bash bench/gpu/device.sh")
     print("then, on the same machine:  BENCH_STEP=hf BENCH_BUDGET_S=300 bash bench/gpu/device.sh")
+    print("follow-up questions (vLLM's caches on, a fresh machine): the last part's call with "
+          "BENCH_CACHES=on BENCH_ONLY=\"warmup followup\" before bash, then "
+          "BENCH_STEP=gateway BENCH_ONLY=\"followup60m\" BENCH_BUDGET_S=560 bash bench/gpu/device.sh")
     return 0
 
 
@@ -118,7 +121,7 @@ def _follow_up_rows(f: dict[str, Any], ratios: dict[str, Any], key: str, video: 
     identical = {True: "byte-identical", False: "NOT identical", None: "—"}[f.get("all_round1_parts_identical")]
     return [
         (f"follow-up question, {video} ({shape}): round 1's time to first token, 2nd question vs 1st "
-         "(gateway, streamed, from round 1's frames ready), p50",
+         "(gateway, streamed: from its call to vLLM to the first token), p50",
          _fmt(f.get("second_round1_ttft_p50_s"), " s"), _fmt(f.get("first_round1_ttft_p50_s"), " s") + " 1st",
          _fmt(ratios.get(f"{key}_round1_ttft_second_over_first")), "≤ 0.3"),
         (f"follow-up question, {video}: round 1's time to first token, vLLM's caches on vs off (direct, same "

@@ -149,10 +149,11 @@ def ask_stream(iters: int) -> dict:
 
 
 def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
-    """One streamed question: time to its first token (round 1's, as a chat UI shows it), the whole answer, and the
-    media work before round 1 (getting the video, round 1's frames) from the perception record of the last chunk."""
+    """One streamed question: time to the model's first token (round 1's, as a chat UI shows it), round 1's time to
+    first token (from the gateway's "Round 1/N: …" line, sent as it calls vLLM, to the first text after it), the whole
+    answer, and the media work before round 1 (the video, round 1's frames) from the last chunk's perception record."""
     t = time.perf_counter()
-    first = None
+    first = round1 = None
     perception: dict = {}
     stream = gw.chat.completions.create(
         model=MODEL,
@@ -169,7 +170,10 @@ def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
     )
     for chunk in stream:
         for c in chunk.choices:
-            if first is None and (c.delta.content or (c.delta.model_extra or {}).get("reasoning_content")):
+            text = c.delta.content or (c.delta.model_extra or {}).get("reasoning_content") or ""
+            if round1 is None and text.startswith("Round 1/"):
+                round1 = time.perf_counter() - t
+            elif round1 is not None and first is None and text:
                 first = time.perf_counter() - t
         perception = (chunk.model_extra or {}).get("perception") or perception
     wall = time.perf_counter() - t
@@ -177,9 +181,8 @@ def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
     media = (perception.get("video_seconds") or 0) + (rounds[0].get("frames_seconds") or 0)
     return {
         "first_token_s": round(first, 3) if first else None,
-        # From round 1's frames being ready to its first token: vLLM's prefill (what its caches can save) plus the
-        # gateway's own few ms.
-        "round1_ttft_s": round(first - media, 3) if first else None,
+        # vLLM's prefill of round 1 (what its caches can save) plus the gateway's few ms.
+        "round1_ttft_s": round(first - round1, 3) if first and round1 is not None else None,
         "media_before_round1_s": round(media, 3),
         "wall_s": round(wall, 3),
         "round_s": [x.get("seconds") for x in rounds],
@@ -455,9 +458,11 @@ def s_conc(n: int, iters: int):
 
 def remux(src: str, name: str) -> str:
     """A copy of src with other bytes (a metadata tag): a video neither the gateway nor vLLM has seen; its URL."""
-    dst = os.path.join(WWW, name)
+    # A name and title of their own each time: the gateway knows a URL it fetched before, and a second run on one
+    # machine must not find the first's copy in the caches.
+    name = f"{name}-{uuid.uuid4().hex[:12]}.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-map", "0", "-c", "copy", "-metadata", f"title={name}",
-                    dst], check=True, timeout=300)
+                    os.path.join(WWW, name)], check=True, timeout=300)
     return f"{BASE}/{name}"
 
 
@@ -490,10 +495,10 @@ def follow_up(key: str, src: str, repeats: int, warm_up: bool) -> None:
     with vLLM's caches as in production; then, in the same run, the second question's round 1 straight to vLLM with a
     third text, once as the gateway sends it (caches on) and once with its caches defeated (caches off)."""
     if warm_up:  # vLLM's first rounds at this frame count pay one-time costs: not in the figures
-        ask(1, video=remux(src, f"{key}-warm.mp4"))
+        ask(1, video=remux(src, f"{key}-warm"))
     runs = []
     for i in range(repeats):
-        video = remux(src, f"{key}-{i}.mp4")
+        video = remux(src, f"{key}-{i}")
         m0 = vllm_caches()
         first, calls1 = capture(lambda video=video: ask_streamed(3, video=video))
         m1 = vllm_caches()
