@@ -168,3 +168,18 @@ async def test_other_frames_of_the_video_go_under_another_uuid(rig: Rig) -> None
     await rig.run(dataclasses.replace(rig.request(), max_frames=4))
     uuids = [body["messages"][0]["content"][0]["uuid"] for body in rig.vllm.requests]
     assert rig.frames_sent(0) != rig.frames_sent(1) and uuids[0] != uuids[1]
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_frames_extracted_again_after_eviction_are_the_same_bytes(rig: Rig) -> None:
+    # The frame cache may drop a video's frames between two questions: extracting them again (ffmpeg's decode and
+    # JPEG encoding at fixed settings) must give vLLM the same bytes, or the uuid would name other frames.
+    await rig.run(rig.request())
+    frames = rig.asset.video.parent / "frames"
+    evicted = list(frames.rglob("*.jpg"))
+    for jpeg in evicted:
+        jpeg.unlink()
+    await rig.run(rig.request())
+    assert evicted and any(frames.rglob("*.jpg"))  # extracted again
+    parts = [body["messages"][0]["content"][0] for body in rig.vllm.requests]
+    assert parts[0] == parts[1]
