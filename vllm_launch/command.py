@@ -18,6 +18,8 @@ TRUST_MM_KWARGS_SINCE = (0, 31)
 # at the smallest frame size are 36,864 visual tokens (the gateway's VCHAT_MAX_VISUAL_TOKENS), plus the prompt and a
 # 2,048-token reply. The tiny CPU model keeps vLLM-CPU's memory small.
 DEFAULT_CONTEXT = {"cpu": 8192, "gpu": 40960}
+# vLLM's multimodal processor cache (GiB of host memory): its default, about 30 videos of VideoChat-R1.5's frames.
+MM_PROCESSOR_CACHE_GB = 4
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,19 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
         # vLLM sizes its encoder cache (the visual tokens one request may bring) as max_num_batched_tokens, or the
         # model's largest video if that is larger (vllm/config/scheduler.py, v1/core/encoder_cache_manager.py).
         # vLLM-CPU's default is 2048 batched tokens, and the tiny model's largest video by its own processor is
-        # smaller: about 30 frames a round, where the context holds 86 and the gateway plans for the context. A
+        # smaller: about 30 frames a round, where the context holds 80 and the gateway plans for the context. A
         # budget of the whole context lets a round hold what the context holds, and prefills it in one step.
         # On a GPU the largest video of Qwen2.5-VL's processor already fills the context, so its cache does too.
         args += ["--max-num-batched-tokens", str(context)]
     if device == "gpu":
         args += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
+        # Said, not left to vLLM's defaults (the same today; a benchmark turns them off): a follow-up question about a
+        # video sends round 1's frames again, byte for byte under the same uuid, and these caches make it cheap.
+        # The prefix cache keeps the KV of the template and the video (its blocks are keyed by the video's uuid); the
+        # processor cache keeps the processed frames of recent videos in host memory (about 0.14 GB for 120 frames of
+        # 420x224; both API and engine processes hold one); the encoder cache (GPU, sized by vLLM: the largest video
+        # the context holds, about one video) keeps the vision tower's output for a video still in it.
+        args += ["--enable-prefix-caching", "--mm-processor-cache-gb", str(MM_PROCESSOR_CACHE_GB)]
     if settings.vllm_api_key is not None:
         args += ["--api-key", settings.vllm_api_key.get_secret_value()]
     args += settings.vllm_extra_args

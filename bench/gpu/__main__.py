@@ -34,6 +34,9 @@ def plan() -> int:
     print(f"carry [.gpu/{last}, .gpu/manifest.json]:  mkdir -p /tmp/up && cp .gpu/{last} .gpu/manifest.json /tmp/up/ "
           "&& BENCH_BUDGET_S=560 bash bench/gpu/device.sh")
     print("then, on the same machine:  BENCH_STEP=hf BENCH_BUDGET_S=300 bash bench/gpu/device.sh")
+    print("follow-up questions (vLLM's caches on, a fresh machine): the last part's call with "
+          "BENCH_CACHES=on BENCH_ONLY=\"warmup followup\" before bash, then "
+          "BENCH_STEP=gateway BENCH_ONLY=\"followup60m\" BENCH_BUDGET_S=560 bash bench/gpu/device.sh")
     return 0
 
 
@@ -87,6 +90,8 @@ def table(result: dict[str, Any]) -> str:
                      f"{_fmt(_get(c, 'gateway', 'answers_per_s'))} ({_fmt(_get(c, 'gateway', 'n_errors'))})",
                      f"{_fmt(_get(c, 'direct', 'answers_per_s'))} ({_fmt(_get(c, 'direct', 'n_errors'))})",
                      _fmt(ratios.get(f"conc{n}_3r_throughput_gateway_over_direct")), "≥ 0.98, 0 errors"))
+    for key, video in (("followup_60s", "60 s 1080p clip"), ("followup_60m", "60-min video")):
+        rows += _follow_up_rows(gw.get(key) or {}, ratios, key, video)
     lora = gw.get("lora_1r") or {}
     rows.append(("a round by a rank-16 LoRA's name (hot-loaded by /admin/adapters), p50",
                  _fmt(lora.get("gateway_p50_s"), " s"), _fmt(lora.get("direct_p50_s"), " s"),
@@ -100,13 +105,38 @@ def table(result: dict[str, Any]) -> str:
         rows.append((f"HF transformers `generate`, {n} frames, 256 tokens (the seed's way) vs vLLM",
                      _fmt(h.get("p50_s"), " s"), _fmt(v.get("direct_p50_s"), " s"),
                      f"{_fmt(speed)}× faster" if speed else "—", "—"))
-    measured = [row for row in rows[1:] if row[1].strip("—() ") or row[2].strip("—() warm")]
+    measured = [row for row in rows[1:] if any(ch.isdigit() for ch in row[1] + row[2])]
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in measured]
     missing = [row[0].split(" (")[0] for row in rows[1:] if row not in measured]
     if missing:
         lines += ["", "Not measured in this run: " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _follow_up_rows(f: dict[str, Any], ratios: dict[str, Any], key: str, video: str) -> list[tuple[str, ...]]:
+    """A second, different question about a video vs the first (caches on, as in production), and the same round
+    straight to vLLM with its caches on vs defeated, in the same run."""
+    shape = f"{_fmt(f.get('frames'))} frames, {_fmt(f.get('visual_tokens'))} visual tokens"
+    identical = {True: "byte-identical", False: "NOT identical", None: "—"}[f.get("all_round1_parts_identical")]
+    return [
+        (f"follow-up question, {video} ({shape}): round 1's time to first token, 2nd question vs 1st "
+         "(gateway, streamed: from its call to vLLM to the first token), p50",
+         _fmt(f.get("second_round1_ttft_p50_s"), " s"), _fmt(f.get("first_round1_ttft_p50_s"), " s") + " 1st",
+         _fmt(ratios.get(f"{key}_round1_ttft_second_over_first")), "≤ 0.3"),
+        (f"follow-up question, {video}: round 1's time to first token, vLLM's caches on vs off (direct, same "
+         f"round, same run; round 1's video parts {identical}), p50",
+         _fmt(f.get("direct_round1_ttft_on_p50_s"), " s"), _fmt(f.get("direct_round1_ttft_off_p50_s"), " s") + " off",
+         _fmt(ratios.get(f"{key}_round1_ttft_cached_over_uncached_direct")), "≤ 0.3"),
+        (f"follow-up question, {video}: whole 3-round answer, 2nd vs 1st (gateway; 1st on a new video) and caches "
+         "on vs off (direct), p50",
+         f"{_fmt(f.get('second_answer_p50_s'), ' s')} / {_fmt(f.get('direct_answer_on_p50_s'), ' s')}",
+         f"{_fmt(f.get('first_answer_p50_s'), ' s')} 1st / {_fmt(f.get('direct_answer_off_p50_s'), ' s')} off",
+         f"{_fmt(ratios.get(f'{key}_answer_second_over_first'))} / "
+         f"{_fmt(ratios.get(f'{key}_answer_cached_over_uncached_direct'))}", "—"),
+        (f"follow-up question, {video}: vLLM's prefix-cache hit rate (hits / queried tokens, /metrics), p50",
+         _fmt(f.get("second_prefix_hit_rate_p50")), "—", "—", "—"),
+    ]
 
 
 def merge_gateway(parts: list[dict[str, Any]]) -> dict[str, Any]:

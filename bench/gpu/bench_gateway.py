@@ -6,15 +6,18 @@ step; a step that would run past BENCH_DEADLINE (epoch seconds) is skipped, the 
 Direct requests replay the exact bodies the gateway sent (same frames, size, prompt and sampling), streamed with
 usage at the end, as the gateway calls vLLM. Arguments: step names to run only those (plus the ones they need)."""
 
+import copy
 import glob
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import traceback
 import urllib.request
+import uuid
 
 from openai import OpenAI
 
@@ -33,6 +36,10 @@ Q = (
     "What moves across the test pattern, and when does it move?\n"
     "A. a coloured bar\nB. a white circle\nC. a frame counter\nD. nothing moves"
 )
+
+# A second, different question about the same video (the follow-up steps), and the texts of vLLM-only replays.
+FOLLOW_UP = "Which colour is the leftmost bar at the end of the clip, and does it ever change?"
+WWW = os.environ.get("BENCH_WWW", "/tmp/www")
 
 gw = OpenAI(base_url=f"{GW}/v1", api_key="unused", timeout=900, max_retries=0)
 vl = OpenAI(base_url=f"{VL}/v1", api_key="unused", timeout=900, max_retries=0)
@@ -141,6 +148,49 @@ def ask_stream(iters: int) -> dict:
     }
 
 
+def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
+    """One streamed question: time to the model's first token (round 1's, as a chat UI shows it), round 1's time to
+    first token (from the gateway's "Round 1/N: …" line, sent as it calls vLLM, to the first text after it), the whole
+    answer, and the media work before round 1 (the video, round 1's frames) from the last chunk's perception record."""
+    t = time.perf_counter()
+    first = round1 = None
+    perception: dict = {}
+    stream = gw.chat.completions.create(
+        model=MODEL,
+        temperature=0,
+        max_tokens=MAXTOK,
+        stream=True,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "video_url", "video_url": {"url": video}}, {"type": "text", "text": question}],
+            }
+        ],
+        extra_body=vchat(iters, None),
+    )
+    for chunk in stream:
+        for c in chunk.choices:
+            text = c.delta.content or (c.delta.model_extra or {}).get("reasoning_content") or ""
+            if round1 is None and text.startswith("Round 1/"):
+                round1 = time.perf_counter() - t
+            elif round1 is not None and first is None and text:
+                first = time.perf_counter() - t
+        perception = (chunk.model_extra or {}).get("perception") or perception
+    wall = time.perf_counter() - t
+    rounds = perception.get("rounds") or [{}]
+    media = (perception.get("video_seconds") or 0) + (rounds[0].get("frames_seconds") or 0)
+    return {
+        "first_token_s": round(first, 3) if first else None,
+        # vLLM's prefill of round 1 (what its caches can save) plus the gateway's few ms.
+        "round1_ttft_s": round(first - round1, 3) if first and round1 is not None else None,
+        "media_before_round1_s": round(media, 3),
+        "wall_s": round(wall, 3),
+        "round_s": [x.get("seconds") for x in rounds],
+        "frames": rounds[0].get("frames"),
+        "visual_tokens": rounds[0].get("visual_tokens"),
+    }
+
+
 def capture(fn):
     """Run fn with the gateway's capture hook on; return its result and the vLLM calls it made, in order."""
     for f in glob.glob(os.path.join(CAP, "*.json")):
@@ -181,6 +231,38 @@ def direct(params: dict, model: str | None = None) -> dict:
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,
     }
+
+
+def with_question(body: dict, text: str) -> dict:
+    """A captured round with another question text after the same video part."""
+    b = copy.deepcopy(body)
+    b["messages"][0]["content"][1]["text"] = text + "\n\n" + b["messages"][0]["content"][1]["text"]
+    return b
+
+
+def uncached(body: dict) -> dict:
+    """The same round as vLLM would take it with its caches off: a uuid never sent (its multimodal caches and the
+    prefix blocks keyed by the video miss) and a cache salt (no prefix block is shared with any other request)."""
+    b = copy.deepcopy(body)
+    b["messages"][0]["content"][0]["uuid"] = "bench-" + uuid.uuid4().hex
+    b.setdefault("extra_body", {})["cache_salt"] = uuid.uuid4().hex
+    return b
+
+
+def vllm_caches() -> dict:
+    """vLLM's cache counters from its /metrics: prefix cache (tokens) and multimodal processor cache (items)."""
+    with urllib.request.urlopen(f"{VL}/metrics", timeout=30) as r:
+        lines = r.read().decode().splitlines()
+    names = ("prefix_cache_queries", "prefix_cache_hits", "mm_cache_queries", "mm_cache_hits")
+    return {n: sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith((f"vllm:{n}_total{{", f"vllm:{n}_total ")))
+            for n in names}
+
+
+def cache_delta(before: dict, after: dict) -> dict:
+    d = {k: after[k] - before[k] for k in after}
+    d["prefix_hit_rate"] = ratio(d["prefix_cache_hits"], d["prefix_cache_queries"])
+    d["mm_hit_rate"] = ratio(d["mm_cache_hits"], d["mm_cache_queries"])
+    return d
 
 
 def direct_seq(rounds: list[dict], model: str | None = None) -> dict:
@@ -374,6 +456,121 @@ def s_conc(n: int, iters: int):
     log(f"conc{n} {iters}r gateway", g, "direct", d)
 
 
+def remux(src: str, name: str) -> str:
+    """A copy of src with other bytes (a metadata tag): a video neither the gateway nor vLLM has seen; its URL."""
+    # A name and title of their own each time: the gateway knows a URL it fetched before, and a second run on one
+    # machine must not find the first's copy in the caches.
+    name = f"{name}-{uuid.uuid4().hex[:12]}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-map", "0", "-c", "copy", "-metadata", f"title={name}",
+                    os.path.join(WWW, name)], check=True, timeout=300)
+    return f"{BASE}/{name}"
+
+
+def hour_video() -> tuple[str, str]:
+    """The 60-min video (made once): one minute of 720p30 testsrc2, H.264 with a 2 s GOP at 300 kbit/s and AAC, looped
+    60 times by stream copy (seconds, not an hour of encoding). Falls back to looping the 1080p clip without x264."""
+    dst, said = os.path.join(WWW, "hour.mp4"), os.path.join(WWW, "hour.txt")
+    if os.path.exists(said):
+        with open(said) as f:
+            return dst, f.read()
+    minute = os.path.join(WWW, "minute720.mp4")
+    made = subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=60",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=60", "-c:v", "libx264", "-preset",
+         "veryfast", "-b:v", "300k", "-g", "60", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k", "-shortest",
+         minute], capture_output=True, text=True, timeout=300)
+    what = "60 min 1280x720 30 fps H.264 (2 s GOP, 300 kbit/s) + AAC: one generated minute looped"
+    if made.returncode != 0:
+        log("no libx264 here, looping the 1080p clip:", made.stderr[-300:])
+        minute, what = os.path.join(WWW, "clip1080.mp4"), "60 min 1920x1080 30 fps H.264 (2 s GOP): the clip looped"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "59", "-i", minute, "-map", "0", "-c", "copy",
+                    "-movflags", "+faststart", dst], check=True, timeout=300)
+    with open(said, "w") as f:
+        f.write(what)
+    return dst, what
+
+
+def follow_up(key: str, src: str, repeats: int, warm_up: bool) -> None:
+    """A first and a second, different question about a video new to the gateway and to vLLM (3 rounds, streamed),
+    with vLLM's caches as in production; then, in the same run, the second question's round 1 straight to vLLM with a
+    third text, once as the gateway sends it (caches on) and once with its caches defeated (caches off)."""
+    if warm_up:  # vLLM's first rounds at this frame count pay one-time costs: not in the figures
+        ask(1, video=remux(src, f"{key}-warm"))
+    runs = []
+    for i in range(repeats):
+        video = remux(src, f"{key}-{i}")
+        m0 = vllm_caches()
+        first, calls1 = capture(lambda video=video: ask_streamed(3, video=video))
+        m1 = vllm_caches()
+        second, calls2 = capture(lambda video=video: ask_streamed(3, question=FOLLOW_UP, video=video))
+        m2 = vllm_caches()
+        parts = [c["messages"][0]["content"][0] for c in (calls1[0], calls2[0])]
+        on = direct(with_question(calls2[0], f"Asked third ({i})."))
+        off = direct(uncached(with_question(calls2[0], f"Asked fourth ({i}).")))
+        answer_on = direct_seq([with_question(c, f"Asked fifth ({i}).") for c in calls2])
+        m3 = vllm_caches()
+        answer_off = direct_seq([uncached(with_question(c, f"Asked sixth ({i}).")) for c in calls2])
+        m4 = vllm_caches()
+        runs.append({
+            "first": first, "second": second,
+            "round1_video_part_identical": json.dumps(parts[0], sort_keys=True) == json.dumps(parts[1], sort_keys=True),
+            "uuid": parts[1].get("uuid"),
+            "vllm_caches_first": cache_delta(m0, m1), "vllm_caches_second": cache_delta(m1, m2),
+            "vllm_caches_direct_on": cache_delta(m2, m3), "vllm_caches_direct_off": cache_delta(m3, m4),
+            "direct_round1_on": on, "direct_round1_off": off,
+            "direct_answer_on_s": answer_on["wall_s"], "direct_answer_off_s": answer_off["wall_s"],
+        })
+        log(key, i, {k: runs[-1][k] for k in ("round1_video_part_identical", "vllm_caches_second")},
+            first["round1_ttft_s"], second["round1_ttft_s"], on["ttft_s"], off["ttft_s"])
+    pick = lambda *path: p50([_dig(r, path) for r in runs if _dig(r, path) is not None])  # noqa: E731
+    out = res.setdefault(key, {})
+    out.update({
+        "runs": runs,
+        "frames": runs[0]["second"]["frames"] if runs else None,
+        "visual_tokens": runs[0]["second"]["visual_tokens"] if runs else None,
+        "first_round1_ttft_p50_s": pick("first", "round1_ttft_s"),
+        "second_round1_ttft_p50_s": pick("second", "round1_ttft_s"),
+        "first_token_p50_s": [pick("first", "first_token_s"), pick("second", "first_token_s")],
+        "first_answer_p50_s": pick("first", "wall_s"),
+        "second_answer_p50_s": pick("second", "wall_s"),
+        "direct_round1_ttft_on_p50_s": pick("direct_round1_on", "ttft_s"),
+        "direct_round1_ttft_off_p50_s": pick("direct_round1_off", "ttft_s"),
+        "direct_answer_on_p50_s": pick("direct_answer_on_s"),
+        "direct_answer_off_p50_s": pick("direct_answer_off_s"),
+        "second_prefix_hit_rate_p50": pick("vllm_caches_second", "prefix_hit_rate"),
+        "all_round1_parts_identical": all(r["round1_video_part_identical"] for r in runs),
+    })
+    r = res.setdefault("ratios", {})
+    r[f"{key}_round1_ttft_second_over_first"] = ratio(out["second_round1_ttft_p50_s"], out["first_round1_ttft_p50_s"])
+    r[f"{key}_round1_ttft_cached_over_uncached_direct"] = ratio(
+        out["direct_round1_ttft_on_p50_s"], out["direct_round1_ttft_off_p50_s"])
+    r[f"{key}_answer_second_over_first"] = ratio(out["second_answer_p50_s"], out["first_answer_p50_s"])
+    r[f"{key}_answer_cached_over_uncached_direct"] = ratio(out["direct_answer_on_p50_s"],
+                                                           out["direct_answer_off_p50_s"])
+    log(key, {k: v for k, v in r.items() if k.startswith(key)})
+
+
+def _dig(d, path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def s_followup():
+    res["followup_60s"] = {"video": res["config"]["video"]}
+    follow_up("followup_60s", os.path.join(WWW, "clip1080.mp4"), 3, warm_up=False)
+
+
+def s_followup60m():
+    t = time.perf_counter()
+    src, what = hour_video()
+    res["followup_60m"] = {"video": what, "made_s": round(time.perf_counter() - t, 1)}
+    log("hour video", what, res["followup_60m"]["made_s"], "s")
+    follow_up("followup_60m", src, 1, warm_up=True)
+
+
 def s_metrics():
     with urllib.request.urlopen(f"{GW}/metrics", timeout=30) as r:
         txt = r.read().decode()
@@ -395,6 +592,9 @@ STEPS = [
     ("lora", 40, s_lora),
     ("conc8_3r", 30, lambda: s_conc(8, 3)),
     ("metrics", 2, s_metrics),
+    # Follow-up questions about one video need vLLM's caches on (BENCH_VLLM_EXTRA without the cache flags).
+    ("followup", 110, s_followup),
+    ("followup60m", 200, s_followup60m),
 ]
 NEEDED = {"models", "capture"}
 

@@ -49,7 +49,9 @@ export VCHAT_MODEL=/tmp/up/m7 VCHAT_DEVICE=gpu VCHAT_VLLM_PYTHON=$(command -v py
   VCHAT_MEDIA_DIR=/tmp/vchat/media VCHAT_ADMIN_KEY=bench-admin
 # Random weights; prefix and multimodal caches off, so that every round pays full price as a real glue round with new
 # frames would (random weights never glue: rounds 2-3 see round 1's frames again).
-export VCHAT_VLLM_EXTRA_ARGS=${BENCH_VLLM_EXTRA:-'["--load-format","dummy","--no-enable-prefix-caching","--mm-processor-cache-gb","0"]'}
+# BENCH_CACHES=on keeps them as production has them (the follow-up steps measure what they save).
+if [ "${BENCH_CACHES:-off}" = on ]; then NOCACHE=''; else NOCACHE=',"--no-enable-prefix-caching","--mm-processor-cache-gb","0"'; fi
+export VCHAT_VLLM_EXTRA_ARGS=${BENCH_VLLM_EXTRA:-"[\"--load-format\",\"dummy\"$NOCACHE]"}
 if [ "$STEP" = all ]; then
   mkdir -p /tmp/vchat/adapters /tmp/vchat/media
   # From the project root with the project on the path: vllm_launch is the project's, vLLM the carried wheels'.

@@ -46,9 +46,10 @@ if [ ! -e ffmpeg.tar.xz ]; then
   tar cf - -C ffx ffmpeg ffprobe | xz -T0 -6 > ffmpeg.tar.xz
 fi
 # 60 s, 1080p30 H.264 (crf 32: ~13 MB) with AAC sine audio: what a user's phone clip looks like to the pipeline.
-[ -e clip1080.mp4 ] || ffmpeg -hide_banner -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=60 \
+# Written under another name first: an interrupted run must not leave a partial clip that the next run would ship.
+[ -e clip1080.mp4 ] || { ffmpeg -hide_banner -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30:duration=60 \
   -f lavfi -i sine=frequency=440:sample_rate=48000:duration=60 -c:v libx264 -preset veryfast -crf 32 -g 60 -pix_fmt yuv420p \
-  -c:a aac -b:a 64k -movflags +faststart -shortest clip1080.mp4
+  -c:a aac -b:a 64k -movflags +faststart -shortest clip1080.part.mp4 && mv clip1080.part.mp4 clip1080.mp4; }
 tar cf payload.tar w/*.whl gw/*.whl ffmpeg.tar.xz clip1080.mp4
 rm -f "$DEST"/part? && (cd "$DEST" && split -b 62m -d -a 1 "$WORK/payload.tar" part)
 python3 - "$DEST" <<'PY'

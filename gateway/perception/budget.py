@@ -15,11 +15,23 @@ from gateway.media.sampling import FPS_MIN_FRAMES, smart_nframes
 TEMPLATE_TOKENS = 64
 # A reply the gateway may shorten to fit the context is never planned shorter than this.
 MIN_REPLY_TOKENS = 256
+# Frames are planned for a round's text rounded up to these steps, not for its exact length: two questions about one
+# video (VideoChat-R1.5's round prompt is ~540-720 bytes with a short question) then get the same round-1 frames, so
+# vLLM's prefix and encoder caches can serve the second. A shorter question planned to its length would leave room
+# for a frame more, and one different frame changes every JPEG vLLM sees.
+PLANNED_TEXT_MIN = 1024
+PLANNED_TEXT_STEP = 512
 
 
 def text_tokens(text: str) -> int:
     """An upper bound on the tokens of a round's text: a byte-level BPE token is never shorter than one byte."""
     return len(text.encode()) + TEMPLATE_TOKENS
+
+
+def planned_text_tokens(text: str) -> int:
+    """The text tokens a round's frames are planned around: text_tokens, at least PLANNED_TEXT_MIN, rounded up to a
+    multiple of PLANNED_TEXT_STEP (so a question's length within a step does not change the frames)."""
+    return max(PLANNED_TEXT_MIN, -(-text_tokens(text) // PLANNED_TEXT_STEP) * PLANNED_TEXT_STEP)
 
 
 @dataclass(frozen=True)
@@ -39,18 +51,23 @@ def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, pr
     ``max_tokens`` must fit in it. Frames are cut first, so the reply keeps its budget (the official 2048). When
     even the fewest frames do not fit: a default reply budget is lowered, down to MIN_REPLY_TOKENS; a budget the
     client set is kept and the request refused (400 ``context_length_exceeded``, saying the largest that fits).
+    The prompt counts as planned_text_tokens (its exact bound where the context cannot spare that), so questions of
+    similar length get the same frames.
     Raises InvalidRequest when the video cannot be sampled at all.
     """
     text = text_tokens(prompt)
     encoder = limits.max_visual_tokens
-    room = encoder if context is None else min(encoder, context - text - max_tokens)
-    try:
-        frames = _plan(video, limits, room, spare_frames)
-        return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, text, max_tokens,
-                                                        max_tokens_set, by_context=room < encoder))
-    except ValueError as exc:
-        if context is None or room >= encoder:
-            raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+    # The planned text first; the exact text where a small context cannot spare the margin.
+    for reserved in dict.fromkeys((planned_text_tokens(prompt), text)):
+        room = encoder if context is None else min(encoder, context - reserved - max_tokens)
+        try:
+            frames = _plan(video, limits, room, spare_frames)
+            return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, reserved, max_tokens,
+                                                            max_tokens_set, by_context=room < encoder))
+        except ValueError as exc:
+            if context is None or room >= encoder:
+                raise InvalidRequest(f"The video cannot be sampled within the limits: {exc}.") from exc
+    assert context is not None  # without one, the loop returned or raised
     fewest = _fewest(video, limits, spare_frames)
     largest = context - text - fewest
     if max_tokens_set or largest < MIN_REPLY_TOKENS:

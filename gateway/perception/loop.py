@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
+from gateway.media.frames import JPEG_QSCALE
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
 from gateway.media.resize import visual_tokens
@@ -171,12 +173,14 @@ class PerceptionLoop:
         budget = await self.plan(asset, req, prompt)
         plan = budget.frames
         before = shapes[-1] if shapes else None
-        if (before is not None and before.spans == spans and plan.nframes >= before.nframes
-                and (plan.width, plan.height) == (before.width, before.height)):
-            # No new segments: exactly the frames of the round before, though a shorter prompt (the last round's)
-            # left room for more; new frames would all be extracted anew and match no vLLM cache.
-            plan = dataclasses.replace(plan, nframes=before.nframes,
-                                       tokens=visual_tokens(before.nframes, plan.height, plan.width))
+        if before is not None and before.spans == spans:
+            same = visual_tokens(before.nframes, before.height, before.width)
+            if plan.nframes >= before.nframes or same <= plan.tokens:
+                # No new segments: exactly the frames of the round before (count and size), though a shorter prompt
+                # (the last round's) left room for more or other ones; new frames would all be extracted anew and
+                # match no vLLM cache. The round before's prompt was longer, so its frames fit here too.
+                plan = dataclasses.replace(plan, nframes=before.nframes, height=before.height, width=before.width,
+                                           tokens=same)
         if shapes is not None:
             shapes.append(_Shape(spans, plan.nframes, plan.width, plan.height))
         probe = asset.probe
@@ -202,7 +206,10 @@ class PerceptionLoop:
         params: dict[str, object] = {
             "model": req.model,
             "messages": [{"role": "user", "content": [
-                {"type": "video_url", "video_url": {"url": video}},
+                # Video before text, and a uuid for these very frames: vLLM keys its caches on it instead of hashing
+                # the frames, and a follow-up question about the video reuses round 1's encoded frames and KV.
+                {"type": "video_url", "video_url": {"url": video},
+                 "uuid": frames_uuid(asset.id, shown.indices or selection.indices, shown, selection.sample_fps)},
                 {"type": "text", "text": prompt},
             ]}],
             "stream_options": {"include_usage": True},
@@ -272,6 +279,13 @@ def _with_context(prompt: str, context: str | None) -> str:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def frames_uuid(asset_id: str, indices: Sequence[int], shown: Frames, sample_fps: float) -> str:
+    """vLLM's ``uuid`` for a round's video: the same for the same frames of the same video at the same size, rate and
+    JPEG quality (the JPEG bytes are a function of these), different otherwise; vLLM caches by it."""
+    key = f"{asset_id}|{','.join(map(str, indices))}|{shown.width}x{shown.height}|{sample_fps!r}|q{JPEG_QSCALE}"
+    return "vchat-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 def _tokens(frames: int, shown: Frames) -> int:

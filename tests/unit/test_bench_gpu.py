@@ -69,3 +69,24 @@ def test_the_cold_answers_media_work_is_its_own_row() -> None:
            "warm_3r": {"p50_s": 7.2, "frames_s_p50_by_round": [0.06, 0.05, 0.05]}}
     text = table({"gateway": run, "hf": None})
     assert "| 0.42 s + 0.81 s | 0.06 s cached |" in text
+
+
+def test_a_follow_up_question_has_its_rows_and_is_named_when_not_measured() -> None:
+    follow_up = {"frames": 120, "visual_tokens": 7200, "all_round1_parts_identical": True,
+                 "first_round1_ttft_p50_s": 0.62, "second_round1_ttft_p50_s": 0.11,
+                 "direct_round1_ttft_on_p50_s": 0.1, "direct_round1_ttft_off_p50_s": 0.6,
+                 "first_answer_p50_s": 7.7, "second_answer_p50_s": 6.1, "direct_answer_on_p50_s": 5.9,
+                 "direct_answer_off_p50_s": 6.9, "second_prefix_hit_rate_p50": 0.94}
+    ratios = {"followup_60s_round1_ttft_second_over_first": 0.177,
+              "followup_60s_round1_ttft_cached_over_uncached_direct": 0.167,
+              "followup_60s_answer_second_over_first": 0.792, "followup_60s_answer_cached_over_uncached_direct": 0.855}
+    run = {**RUN, "followup_60s": follow_up, "ratios": {**RUN["ratios"], **ratios}}
+    text = table({"gateway": run, "hf": None})
+    assert ("| follow-up question, 60 s 1080p clip (120 frames, 7200 visual tokens): round 1's time to first token, "
+            "2nd question vs 1st") in text
+    assert "| 0.11 s | 0.62 s 1st | 0.177 | ≤ 0.3 |" in text
+    assert "round 1's video parts byte-identical), p50 | 0.1 s | 0.6 s off | 0.167 |" in text
+    assert "| 6.1 s / 5.9 s | 7.7 s 1st / 6.9 s off | 0.792 / 0.855 | — |" in text
+    assert "prefix-cache hit rate (hits / queried tokens, /metrics), p50 | 0.94 |" in text
+    missing = text.split("Not measured in this run: ")[1]
+    assert "follow-up question, 60-min video" in missing and "follow-up question, 60 s" not in missing

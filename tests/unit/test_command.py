@@ -50,6 +50,8 @@ def test_gpu_command_and_older_vllm(tmp_path: Path) -> None:
     assert "--trust-request-mm-kwargs" not in cmd.args
     assert "--max-num-batched-tokens" not in cmd.args  # vLLM's GPU default; Qwen2.5-VL's videos size the cache
     assert "VLLM_CPU_KVCACHE_SPACE" not in cmd.env
+    # Follow-up questions about a video reuse its frames' KV and processed inputs.
+    assert "--enable-prefix-caching" in cmd.args and flag(cmd.args, "--mm-processor-cache-gb") == "4"
 
 
 def test_gpu_context_holds_the_official_frame_count(tmp_path: Path) -> None:

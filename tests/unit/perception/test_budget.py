@@ -95,3 +95,15 @@ def test_512_frames_fit_the_default_visual_token_limit_at_any_aspect_ratio() -> 
         plan = plan_round(video, limits(total_pixels=MODEL_CARD_TOTAL_PIXELS), context=None, prompt=PROMPT,
                           max_tokens=2048, max_tokens_set=False, spare_frames=KEY_TIME_SPARE_FRAMES)
         assert plan.frames.nframes == 512 and plan.notes == (), (width, height)
+
+
+def test_questions_of_different_lengths_get_the_same_frames_when_the_context_cuts_them() -> None:
+    # The context, not the encoder, bounds these frames: planned to each prompt's exact length, the longer question
+    # would get fewer frames, so vLLM's caches could not serve a follow-up question about the same video.
+    short = round_prompt("What moves?", None, glue=True)
+    longer = round_prompt("Which of the coloured bars moves first, and how far across the pattern does it go?",
+                          ["A. the red one", "B. the blue one", "C. neither"], glue=True)
+    assert text_tokens(longer) - text_tokens(short) > 100
+    plans = [plan_round(HOUR, limits(), context=8192, prompt=p, max_tokens=2048, max_tokens_set=False,
+                        spare_frames=KEY_TIME_SPARE_FRAMES) for p in (short, longer)]
+    assert plans[0].notes and plans[0].frames == plans[1].frames

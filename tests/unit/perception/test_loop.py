@@ -4,6 +4,8 @@ round to round, limits learned from vLLM's refusals and retried once, a silent r
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from gateway.backends.vllm import VllmBackend
 from gateway.errors import BackendTimeout, InvalidRequest
 from gateway.media.library import Asset, open_library
 from gateway.metrics import Metrics
+from gateway.perception.budget import PLANNED_TEXT_STEP, planned_text_tokens
 from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished, RoundStarted
 from gateway.perception.prompts import round_prompt
 from gateway.settings import Settings
@@ -152,9 +155,14 @@ async def test_a_round_with_no_new_segments_sends_exactly_the_frames_of_the_roun
     # round, with no new segments (round 1 glued nothing), still sends round 1's frames, so they come from the cache
     # and vLLM's caches can match.
     req = rig.request(iterations=2, max_tokens=64, max_tokens_set=True)
-    glue, final = round_prompt(req.question, req.options, glue=True), round_prompt(req.question, req.options,
-                                                                                  glue=False)
-    for context in range(400, 4000, 8):
+    # Frames are planned for the text rounded up to steps (budget.planned_text_tokens): a question just long enough
+    # puts the glue round's prompt one step above the last round's.
+    for pad in range(PLANNED_TEXT_STEP):
+        req = dataclasses.replace(req, question=rig.request().question + " more" * pad)
+        glue, final = (round_prompt(req.question, req.options, glue=kind) for kind in (True, False))
+        if planned_text_tokens(glue) > planned_text_tokens(final):
+            break
+    for context in range(400, 8000, 8):
         rig.loop.context_limit = context  # as if vLLM had said so
         try:
             planned = [(await rig.loop.plan(rig.asset, req, prompt)).frames.nframes for prompt in (glue, final)]
@@ -167,3 +175,44 @@ async def test_a_round_with_no_new_segments_sends_exactly_the_frames_of_the_roun
     first, second = rounds(await rig.run(req), RoundStarted)
     assert second.spans_in == () and second.times == first.times and len(first.times) == planned[0]
     assert rig.frames_sent(0) == rig.frames_sent(1)
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_a_follow_up_question_sends_round_1_the_same_video_part_byte_for_byte(rig: Rig) -> None:
+    # vLLM's prefix and encoder caches serve a second question about a video only when its frames reach vLLM as the
+    # same bytes, before the text, under the same uuid.
+    first = rig.request(iterations=2)
+    follow_up = dataclasses.replace(first, question="And which colour is the bar on the far left, at the very end?",
+                                    options=None)
+    for req in (first, follow_up):
+        await rig.run(req)
+    round_1 = [rig.vllm.requests[0], rig.vllm.requests[2]]
+    parts = [body["messages"][0]["content"] for body in round_1]
+    assert [[part["type"] for part in p] for p in parts] == [["video_url", "text"]] * 2
+    assert json.dumps(parts[0][0]).encode() == json.dumps(parts[1][0]).encode()
+    assert parts[0][0]["uuid"].startswith("vchat-") and parts[0][1] != parts[1][1]
+    assert round_1[0]["media_io_kwargs"] == round_1[1]["media_io_kwargs"]
+    assert round_1[0]["mm_processor_kwargs"] == round_1[1]["mm_processor_kwargs"]
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_other_frames_of_the_video_go_under_another_uuid(rig: Rig) -> None:
+    await rig.run(rig.request())
+    await rig.run(dataclasses.replace(rig.request(), max_frames=4))
+    uuids = [body["messages"][0]["content"][0]["uuid"] for body in rig.vllm.requests]
+    assert rig.frames_sent(0) != rig.frames_sent(1) and uuids[0] != uuids[1]
+
+
+@pytest.mark.parametrize("rig", [[stream_reply(ANSWER)]], indirect=True)
+async def test_frames_extracted_again_after_eviction_are_the_same_bytes(rig: Rig) -> None:
+    # The frame cache may drop a video's frames between two questions: extracting them again (ffmpeg's decode and
+    # JPEG encoding at fixed settings) must give vLLM the same bytes, or the uuid would name other frames.
+    await rig.run(rig.request())
+    frames = rig.asset.video.parent / "frames"
+    evicted = list(frames.rglob("*.jpg"))
+    for jpeg in evicted:
+        jpeg.unlink()
+    await rig.run(rig.request())
+    assert evicted and any(frames.rglob("*.jpg"))  # extracted again
+    parts = [body["messages"][0]["content"][0] for body in rig.vllm.requests]
+    assert parts[0] == parts[1]
