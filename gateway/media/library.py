@@ -31,12 +31,15 @@ from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.space import full_disk_refused
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
+from gateway.media.subtitles import TextLimits, Transcript, extract
+from gateway.media.subtitles import load as load_transcript
 from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SourceKind = Literal["url", "page", "data_url", "upload"]
+TRANSCRIPT = "transcript.json"  # beside video.mp4 and facts.json in a cached object
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
 
@@ -67,6 +70,7 @@ class Asset:
     facts: VideoFacts
     page_url: str | None = None  # the page a video was resolved from (e.g. the YouTube URL)
     is_youtube: bool = False
+    transcript: Transcript | None = None  # its timed text: the container's subtitles, or the page's captions
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class VideoLibrary:
         self.policy = policy
         self.fetch_limits = FetchLimits.from_settings(settings)
         self.probe_limits = ProbeLimits.from_settings(settings)
+        self.text_limits = TextLimits(settings.subtitles_max_bytes, settings.subtitles_max_lines)
         self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
                                       workers=settings.frame_workers or os.cpu_count() or 1,
                                       timeout_s=settings.ffmpeg_timeout_s)
@@ -222,7 +227,7 @@ class VideoLibrary:
         built, written, facts = await self.store.with_room(
             lambda: self._build(src, found, digest, kind, source_host), needed=2 * found.bytes)
         self.store.schedule_eviction()
-        return Asset(built.id, built.video, written, facts, page_url, is_youtube)
+        return Asset(built.id, built.video, written, facts, page_url, is_youtube, await self._transcript(built))
 
     async def _build(self, src: Path, found: Probe, digest: str, kind: SourceKind,
                      source_host: str | None) -> tuple[StoredObject, Probe, VideoFacts]:
@@ -231,6 +236,12 @@ class VideoLibrary:
             obj = build / digest
             with full_disk_refused(build):
                 await asyncio.to_thread(obj.mkdir)
+            # Sanitizing drops subtitle streams (and the source is deleted after): their text is read first.
+            if found.subtitle_index is not None:
+                transcript = await extract(src, found.subtitle_index, found.subtitle_language, build, self.text_limits,
+                                           timeout_s=self.settings.ffmpeg_timeout_s)
+                if transcript is not None:
+                    await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
             written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
@@ -245,7 +256,11 @@ class VideoLibrary:
         meta = json.loads(await asyncio.to_thread(stored.facts_path.read_text))
         page_url = record.get("page_url")
         return Asset(stored.id, stored.video, Probe(**meta["probe"]), VideoFacts(**meta["facts"]),
-                     page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)))
+                     page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)),
+                     await self._transcript(stored))
+
+    async def _transcript(self, stored: StoredObject) -> Transcript | None:
+        return await asyncio.to_thread(load_transcript, stored.dir / TRANSCRIPT)
 
 
 def _facts(found: Probe, kind: SourceKind, source_host: str | None) -> VideoFacts:
