@@ -31,17 +31,31 @@ class RoundPlan:
     notes: tuple[str, ...] = ()
 
 
+def text_room(video: VideoInfo, limits: FrameLimits, *, context: int | None, prompt: str, max_tokens: int,
+              spare_frames: int) -> int | None:
+    """Tokens of text a round can add to ``prompt`` and still send its fewest frames and reply; None when vLLM's
+    context is not known."""
+    if context is None:
+        return None
+    try:
+        fewest = _fewest(video, limits, spare_frames)
+    except ValueError:
+        return 0
+    return max(0, context - text_tokens(prompt) - max_tokens - fewest)
+
+
 def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, prompt: str, max_tokens: int,
-               max_tokens_set: bool, spare_frames: int) -> RoundPlan:
+               max_tokens_set: bool, spare_frames: int, reserved: int = 0) -> RoundPlan:
     """Frames for a round (``limits.max_visual_tokens`` is the visual-token limit: setting or encoder cache).
 
     With a known context (vLLM's max_model_len), the frames' tokens (spare glue frames included), the text's and
     ``max_tokens`` must fit in it. Frames are cut first, so the reply keeps its budget (the official 2048). When
     even the fewest frames do not fit: a default reply budget is lowered, down to MIN_REPLY_TOKENS; a budget the
     client set is kept and the request refused (400 ``context_length_exceeded``, saying the largest that fits).
+    ``reserved`` tokens are held for text added once the frames are known (their subtitles).
     Raises InvalidRequest when the video cannot be sampled at all.
     """
-    text = text_tokens(prompt)
+    text = text_tokens(prompt) + reserved
     encoder = limits.max_visual_tokens
     room = encoder if context is None else min(encoder, context - text - max_tokens)
     try:

@@ -1,0 +1,94 @@
+"""A video's subtitles in the rounds' prompts, through the real gateway over HTTP: vLLM's network is a MockTransport
+that keeps what each round sent (the real vLLM-CPU test is at the end)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import GatewayFactory, LiveGateway
+from tests.support.clips import make_clip, make_subtitled_clip
+from tests.support.vllm_wire import MODEL, FakeVllm, stream_reply
+
+QUESTION = "What does the fox do?\nA. sleeps\nB. jumps"
+GLUED = ["<think>", "fox", "</think>", "<answer>", "B", "</answer>", "<glue>", "[(4.0, 5.9)]", "</glue>"]
+ANSWER = ["<think>", "fox", "</think>", "<answer>", "B", "</answer>"]
+LINES = [(0.5, 1.8, "The red fox jumps."), (2.5, 3.9, "Over the lazy dog."), (4.2, 5.6, "It & its friend run away.")]
+HEAD = "This video's subtitles are listed below: \n"
+
+
+def ask(gw: LiveGateway, clip: Path, **vchat: Any) -> dict[str, Any]:
+    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    body = {"model": MODEL, "vchat": {"iterations": 2, "max_frames": 8, **vchat},
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                      {"type": "text", "text": QUESTION}]}]}
+    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def prompts(vllm: FakeVllm) -> list[str]:
+    return [sent["messages"][0]["content"][1]["text"] for sent in vllm.requests]
+
+
+def covering(times: list[float]) -> list[str]:
+    """eval_longvideo.py's rule, on the times of the frames a round sent."""
+    kept = []
+    for start, end, text in LINES:
+        if end - start < 1:
+            start, end = (start + end) / 2 - 0.5, (start + end) / 2 + 0.5
+        if any(start < t < end for t in times):
+            kept.append(text)
+    return kept
+
+
+@pytest.fixture
+def fake() -> FakeVllm:
+    return FakeVllm([stream_reply(GLUED), stream_reply(ANSWER)])
+
+
+def test_each_round_carries_the_lines_its_frames_cover(gateway_factory: GatewayFactory, fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport())
+    answer = ask(gw, make_subtitled_clip())
+    rounds = answer["perception"]["rounds"]
+    sent = prompts(fake)
+    assert len(sent) == 2
+    for prompt, record in zip(sent, rounds, strict=True):
+        lines = covering(record["frame_times"])
+        assert lines, record["frame_times"]
+        assert prompt.startswith(HEAD + "\n".join(lines) + ".\n Select the best answer to the following "
+                                 "multiple-choice question based on the video and the subtitles. Answer the question: ")
+    assert "in the <glue> </glue> tags" in sent[0] and "in the <glue> </glue> tags" not in sent[1]
+    assert answer["perception"]["warnings"] == []
+
+
+def test_off_or_no_subtitles_sends_the_plain_prompt(gateway_factory: GatewayFactory, fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport())
+    ask(gw, make_subtitled_clip(), subtitles="off")
+    ask(gw, make_clip(), subtitles="auto")
+    assert [prompt.startswith('Answer the question: "What does the fox do?"') for prompt in prompts(fake)] == [True] * 4
+
+
+def test_lines_over_the_rounds_budget_are_thinned_with_a_warning(gateway_factory: GatewayFactory,
+                                                                  fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport(), subtitle_prompt_tokens=40)
+    answer = ask(gw, make_subtitled_clip())
+    for prompt in prompts(fake):
+        listed = prompt.removeprefix(HEAD).split(".\n Select", 1)[0]
+        assert 1 <= len(listed.split("\n")) < 3
+    assert any("subtitle lines" in warning and "VCHAT_SUBTITLE_PROMPT_TOKENS" in warning
+               for warning in answer["perception"]["warnings"])
+
+
+def test_a_bad_vchat_subtitles_value_is_refused(gateway_factory: GatewayFactory, fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport())
+    body = {"model": MODEL, "vchat": {"subtitles": "always"}, "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["param"] == "vchat.subtitles" and "'auto' or 'off'" in error["message"]
