@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import GatewayFactory, LiveGateway
 from tests.support.clips import make_clip, make_subtitled_clip
+from tests.support.origin import Origin
 from tests.support.vllm_wire import MODEL, FakeVllm, stream_reply
 
 QUESTION = "What does the fox do?\nA. sleeps\nB. jumps"
@@ -92,3 +93,46 @@ def test_a_bad_vchat_subtitles_value_is_refused(gateway_factory: GatewayFactory,
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["param"] == "vchat.subtitles" and "'auto' or 'off'" in error["message"]
+
+
+def test_the_answer_shows_the_transcript_and_the_lines_of_each_round(gateway_factory: GatewayFactory,
+                                                                     fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport())
+    perception = ask(gw, make_subtitled_clip())["perception"]
+    transcript = perception["transcript"]
+    assert {key: transcript[key] for key in ("source", "language", "lines", "in_prompt")} == {
+        "source": "container", "language": "eng", "lines": 3, "in_prompt": True}
+    for shown, record, prompt in zip(transcript["rounds"], perception["rounds"], prompts(fake), strict=True):
+        assert shown["round"] == record["round"]
+        assert [line["text"] for line in shown["lines"]] == covering(record["frame_times"])
+        assert all(f"{line['text']}" in prompt for line in shown["lines"])
+    assert transcript["rounds"][0]["lines"][0] == {"start": 0.5, "end": 1.8, "text": "The red fox jumps."}
+    plain = ask(gw, make_clip())["perception"]
+    assert plain["transcript"] is None and not any("subtitle" in warning for warning in plain["warnings"])
+
+
+def test_a_hostile_subtitle_track_is_capped_and_stays_text(gateway_factory: GatewayFactory, fake: FakeVllm) -> None:
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport(), subtitles_max_lines=50)
+    cues = "".join(f"{i}\n00:00:0{i % 6},000 --> 00:00:0{i % 6},900\n<script>alert({i})</script>"
+                   f"<b>line</b> {i}\n\n" for i in range(1, 500))
+    perception = ask(gw, make_subtitled_clip(cues, container="mkv", scodec="ass"))["perception"]
+    assert perception["transcript"]["lines"] == 50
+    assert any("more than 50 lines" in warning for warning in perception["warnings"])
+    for prompt in prompts(fake):
+        assert "<script>" not in prompt and "<b>" not in prompt and "alert(" in prompt
+
+
+def test_a_pages_captions_reach_the_prompt(gateway_factory: GatewayFactory, fake: FakeVllm, origin: Origin) -> None:
+    origin.file("/clip.mp4", make_clip().read_bytes())
+    origin.file("/en.vtt", b"WEBVTT\n\n00:01.000 --> 00:04.000\nA caption from the page.\n", content_type="text/vtt")
+    url = origin.page("/watch", '<!DOCTYPE html><html><head><title>t</title></head><body><video src="/clip.mp4">'
+                                '<track kind="captions" src="/en.vtt" srclang="en"></video></body></html>')
+    gw = gateway_factory(vllm_url="http://127.0.0.1:9", vllm_transport=fake.transport())
+    body = {"model": MODEL, "vchat": {"iterations": 1, "max_frames": 8},
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                      {"type": "text", "text": QUESTION}]}]}
+    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    transcript = response.json()["perception"]["transcript"]
+    assert (transcript["source"], transcript["language"]) == ("captions", "en")
+    assert prompts(fake)[0].startswith(HEAD + "A caption from the page..\n Select the best answer")
