@@ -86,6 +86,17 @@ class Settings(SharedSettings):
         description="Comma-separated hosts, IPs or CIDRs that may be fetched although private or loopback.",
     )
     ffmpeg_timeout_s: float = Field(600.0, gt=0, description="Time limit for one ffmpeg/ffprobe/yt-dlp run.")
+    subtitles_max_bytes: int = Field(
+        2 * 2**20, ge=1024, description="Largest subtitle or caption file read, bytes (a longer one is cut there, with "
+        "a warning).",
+    )
+    subtitles_max_lines: int = Field(
+        20000, ge=1, description="Most subtitle lines kept per video (later ones are dropped, with a warning).",
+    )
+    caption_languages: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["en"], description="Comma-separated caption languages taken from video pages, "
+        "in order of preference (\"en\" also takes en-US…); a page's own captions before automatic ones.",
+    )
 
     # --- adapters ---
     vllm_replicas: Annotated[list[AnyHttpUrl], NoDecode] = Field(
@@ -131,6 +142,14 @@ class Settings(SharedSettings):
     )
     frame_workers: int = Field(
         0, ge=0, description="ffmpeg processes extracting frames at once, all requests together (0: one per core).",
+    )
+    subtitles: Literal["auto", "off"] = Field(
+        "auto", description="Subtitles or captions of a video in each round's prompt, as VideoChat-R1.5's long-video "
+        "evaluation does (auto), or never (off). Requests may choose (vchat.subtitles).",
+    )
+    subtitle_prompt_tokens: int = Field(
+        8192, ge=0, description="Most prompt tokens a round's subtitle lines may take (counted as bytes, an upper "
+        "bound); more lines are thinned evenly, with a warning.",
     )
     round_max_tokens: int = Field(2048, ge=16, description="Tokens one round may generate unless the client says.")
     round_timeout_s: float = Field(180.0, gt=0, description="Time limit for one perception round.")
@@ -201,7 +220,7 @@ class Settings(SharedSettings):
             raise ValueError("must be host:port, e.g. vllm-headless.vchat.svc.cluster.local:8001")
         return f"{parts.scheme}://{parts.netloc}"
 
-    @field_validator("api_keys", "media_allowed_hosts", "vllm_replicas", mode="before")
+    @field_validator("api_keys", "media_allowed_hosts", "vllm_replicas", "caption_languages", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

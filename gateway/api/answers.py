@@ -37,6 +37,9 @@ class AnswerBuilder:
         self.gemini: dict[str, Any] | None = None
         self._content_started = False
         self._evidence_started = False
+        self._subtitles: dict[int, list[dict[str, Any]]] = {}  # each round's subtitle lines, by round number
+        if isinstance(asset, Asset) and asset.transcript is not None and req.subtitles != "off":
+            self.warnings.extend(asset.transcript.notes)
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -101,6 +104,7 @@ class AnswerBuilder:
             self.rounds.pop()
             self.warnings.append(f"Round {event.round} was retried with fewer or smaller frames to fit vLLM.")
         self.warnings.extend(note for note in event.notes if note not in self.warnings)
+        self._subtitles[event.round] = [dataclasses.asdict(line) for line in event.subtitles]
         self.rounds.append({
             "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
             "sample_fps": event.sample_fps, "segment_fps": event.segment_fps, "frame_size": [event.width, event.height],
@@ -140,7 +144,16 @@ class AnswerBuilder:
         grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
         return {"video": _video(self.asset), "video_seconds": self.video_seconds, "rounds": self.rounds,
                 "segments": grounded, "sources": self.sources, "merge": self.merged, "gemini": self.gemini,
-                "model": self.model, "warnings": self.warnings}
+                "model": self.model, "warnings": self.warnings, "transcript": self._transcript()}
+
+    def _transcript(self) -> dict[str, Any] | None:
+        """The video's timed text as the rounds used it: where it came from, and each round's lines."""
+        if not isinstance(self.asset, Asset) or self.asset.transcript is None:
+            return None
+        transcript = self.asset.transcript
+        return {"source": transcript.source, "language": transcript.language, "lines": len(transcript.lines),
+                "in_prompt": self.req.subtitles != "off",
+                "rounds": [{"round": number, "lines": lines} for number, lines in sorted(self._subtitles.items())]}
 
     def usage_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,

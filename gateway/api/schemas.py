@@ -112,6 +112,8 @@ class VChatOptions(_Lenient):
     zoom: Literal["official", "dense"] | None = Field(
         None, description="Glue rounds' sampling: official (1.5x denser in glued segments) or dense (past 10 min, "
         "half the frames inside them).")
+    subtitles: Literal["auto", "off"] | None = Field(
+        None, description="The video's subtitles or captions in each round's prompt (auto), or not (off).")
 
 
 PLAIN_CHAT_ONLY = ("tools", "tool_choice", "logprobs", "top_logprobs", "response_format")

@@ -49,7 +49,7 @@ def loop_request(body: ChatCompletionRequest, ref: VideoRef, model: str | None, 
         model=model or "", question=question.strip() or DEFAULT_QUESTION, options=options, iterations=iterations,
         max_frames=body.vchat.max_frames or settings.max_frames, fps=body.vchat.fps or settings.sample_fps,
         sampling=body.sampling(), max_tokens=asked or settings.round_max_tokens, max_tokens_set=asked is not None,
-        zoom=body.vchat.zoom or settings.zoom,
+        zoom=body.vchat.zoom or settings.zoom, subtitles=body.vchat.subtitles or settings.subtitles,
     )
 
 

@@ -154,3 +154,29 @@ async def _save(response: httpx2.Response, url: httpx2.URL, dest_dir: Path, limi
         path=path, size=size, sha256=digest.hexdigest(), content_type=response.headers.get("Content-Type"),
         final_url=str(url),
     )
+
+
+async def fetch_text(client: httpx2.AsyncClient, url: str, limits: FetchLimits, policy: HostPolicy) -> bytes:
+    """The first ``limits.max_bytes + 1`` bytes of a small text file at ``url`` (a caption track), held in memory:
+    one byte more than the cap tells the caller the file was longer. Same guard, redirects and time limits as
+    ``fetch_to_file``; raises its errors."""
+    first = check_url(url, policy)
+    request = client.build_request("GET", first, timeout=limits.idle_timeout_s)
+    try:
+        async with asyncio.timeout(limits.timeout_s):
+            with _translated(first, limits):
+                response = await send_following(client, request, policy, limits.max_redirects)
+                try:
+                    if not response.is_success:
+                        status = f"{response.status_code} {response.reason_phrase}".rstrip()
+                        raise MediaFetchFailed(f"{loggable_url(response.url)} answered HTTP {status}")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        body += chunk
+                        if len(body) > limits.max_bytes:
+                            break
+                    return bytes(body[: limits.max_bytes + 1])
+                finally:
+                    await response.aclose()
+    except TimeoutError:
+        raise MediaTimeout(f"fetching {loggable_url(url)} took longer than {limits.timeout_s:g} s") from None

@@ -20,23 +20,26 @@ from typing import Literal
 
 import httpx2
 
-from gateway.errors import InsufficientStorage, MediaRejected, MediaTooLarge, NotAVideo, NotFound
-from gateway.media.fetch import FetchLimits, fetch_to_file
+from gateway.errors import InsufficientStorage, MediaRejected, MediaTooLarge, NotAVideo, NotFound, VChatError
+from gateway.media.fetch import FetchLimits, fetch_text, fetch_to_file
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.framecache import FrameCache, Frames
 from gateway.media.guard import HostPolicy, check_url
-from gateway.media.pages import looks_like_page, resolve_page, youtube_watch_url
+from gateway.media.pages import CaptionTrack, looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.space import full_disk_refused
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
+from gateway.media.subtitles import TextLimits, Transcript, extract, read_text
+from gateway.media.subtitles import load as load_transcript
 from gateway.media.transport import guarded_async_client
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SourceKind = Literal["url", "page", "data_url", "upload"]
+TRANSCRIPT = "transcript.json"  # beside video.mp4 and facts.json in a cached object
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
 
@@ -67,6 +70,7 @@ class Asset:
     facts: VideoFacts
     page_url: str | None = None  # the page a video was resolved from (e.g. the YouTube URL)
     is_youtube: bool = False
+    transcript: Transcript | None = None  # its timed text: the container's subtitles, or the page's captions
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class VideoLibrary:
         self.policy = policy
         self.fetch_limits = FetchLimits.from_settings(settings)
         self.probe_limits = ProbeLimits.from_settings(settings)
+        self.text_limits = TextLimits(settings.subtitles_max_bytes, settings.subtitles_max_lines)
         self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
                                       workers=settings.frame_workers or os.cpu_count() or 1,
                                       timeout_s=settings.ffmpeg_timeout_s)
@@ -192,18 +197,23 @@ class VideoLibrary:
         is_youtube = False
         media_url = url
         kind: SourceKind = "url"
+        captions: Transcript | None = None
         if looks_like_page(url):
             page = await resolve_page(url, policy=self.policy, max_duration_s=self.settings.media_max_duration_s,
                                       max_bytes=self.settings.media_max_bytes,
                                       timeout_s=self.settings.media_fetch_timeout_s,
-                                      max_redirects=self.settings.media_max_redirects)
+                                      max_redirects=self.settings.media_max_redirects,
+                                      caption_languages=self.settings.caption_languages)
             media_url, page_url, is_youtube, kind = page.media_url, page.webpage_url or url, page.is_youtube, "page"
+            if page.captions is not None:
+                captions = await self._captions(page.captions)
         async with self.store.temp_dir() as work:
             fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy,
                                           make_room=self.store.make_room)
             asset = await self.store.single_flight(
                 f"obj:{fetched.sha256}",
-                lambda: self._ingest(fetched.path, fetched.sha256, kind, loggable_url(url), page_url, is_youtube))
+                lambda: self._ingest(fetched.path, fetched.sha256, kind, loggable_url(url), page_url, is_youtube,
+                                     captions))
         # Without room for the URL's index entry the video is still good: the URL is fetched again next time, and
         # its bytes find this object by their hash.
         with contextlib.suppress(InsufficientStorage):
@@ -212,25 +222,49 @@ class VideoLibrary:
                                             "bytes": asset.facts.bytes})
         return asset
 
+    async def _captions(self, track: CaptionTrack) -> Transcript | None:
+        """A page's caption track as a transcript; None when it cannot be fetched or read (the video is still good)."""
+        limits = dataclasses.replace(self.fetch_limits, max_bytes=self.settings.subtitles_max_bytes)
+        try:
+            data = await fetch_text(self.http, track.url, limits, self.policy)
+        except VChatError as exc:
+            logger.warning("captions not fetched: %s", exc.message, extra={"source": loggable_url(track.url)})
+            return None
+        return read_text(data, self.text_limits, "captions", track.language)
+
     async def _ingest(self, src: Path, digest: str, kind: SourceKind, source_host: str | None,
-                      page_url: str | None = None, is_youtube: bool = False) -> Asset:
+                      page_url: str | None = None, is_youtube: bool = False,
+                      captions: Transcript | None = None) -> Asset:
         stored = await self.store.get(digest)
         if stored is not None:
+            if captions is not None and not await asyncio.to_thread((stored.dir / TRANSCRIPT).exists):
+                # The same bytes came without timed text before (an upload, another page): keep this page's.
+                with contextlib.suppress(InsufficientStorage):
+                    await asyncio.to_thread(write_json_atomic, stored.dir / TRANSCRIPT, captions.to_json(),
+                                            self.store.tmp)
             return await self.load(stored, {"page_url": page_url, "is_youtube": is_youtube})
         found = await probe(src, self.probe_limits)
         # The copy takes about what its source does; twice that leaves room for a re-encode that comes out larger.
         built, written, facts = await self.store.with_room(
-            lambda: self._build(src, found, digest, kind, source_host), needed=2 * found.bytes)
+            lambda: self._build(src, found, digest, kind, source_host, captions), needed=2 * found.bytes)
         self.store.schedule_eviction()
-        return Asset(built.id, built.video, written, facts, page_url, is_youtube)
+        return Asset(built.id, built.video, written, facts, page_url, is_youtube, await self._transcript(built))
 
-    async def _build(self, src: Path, found: Probe, digest: str, kind: SourceKind,
-                     source_host: str | None) -> tuple[StoredObject, Probe, VideoFacts]:
+    async def _build(self, src: Path, found: Probe, digest: str, kind: SourceKind, source_host: str | None,
+                     captions: Transcript | None = None) -> tuple[StoredObject, Probe, VideoFacts]:
         """The sanitized object of ``src``, built in the temp space and committed (nothing is left on failure)."""
         async with self.store.temp_dir() as build:
             obj = build / digest
             with full_disk_refused(build):
                 await asyncio.to_thread(obj.mkdir)
+            # Sanitizing drops subtitle streams (and the source is deleted after): their text is read first. The
+            # video's own subtitles come before a page's captions: they were made for exactly these frames.
+            transcript = captions
+            if found.subtitle_index is not None:
+                transcript = await extract(src, found.subtitle_index, found.subtitle_language, build, self.text_limits,
+                                           timeout_s=self.settings.ffmpeg_timeout_s) or captions
+            if transcript is not None:
+                await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
             written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
@@ -245,7 +279,11 @@ class VideoLibrary:
         meta = json.loads(await asyncio.to_thread(stored.facts_path.read_text))
         page_url = record.get("page_url")
         return Asset(stored.id, stored.video, Probe(**meta["probe"]), VideoFacts(**meta["facts"]),
-                     page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)))
+                     page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)),
+                     await self._transcript(stored))
+
+    async def _transcript(self, stored: StoredObject) -> Transcript | None:
+        return await asyncio.to_thread(load_transcript, stored.dir / TRANSCRIPT)
 
 
 def _facts(found: Probe, kind: SourceKind, source_host: str | None) -> VideoFacts:

@@ -13,6 +13,7 @@ from typing import Any
 from gateway.errors import MediaTooLarge, NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.plan import VideoInfo
+from gateway.media.subtitles import TEXT_CODECS
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Probe:
     format_name: str
     bytes: int
     video_index: int
+    # The first text subtitle stream (mov_text, SubRip, ASS, WebVTT…), which sanitizing drops: read it first.
+    subtitle_index: int | None = None
+    subtitle_language: str | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -166,12 +170,17 @@ def parse(info: dict[str, Any], size: int) -> Probe:
     if frame_count < 2:
         raise NotAVideo("The file is a still image (a single frame), not a video.")
     audio = audios[0] if audios else None
+    texts = [s for s in streams if s.get("codec_type") == "subtitle" and s.get("codec_name") in TEXT_CODECS]
+    subtitle = texts[0] if texts else None
+    language = str((subtitle.get("tags") or {}).get("language") or "") if subtitle is not None else ""
     return Probe(
         duration_s=duration, fps=fps, width=width, height=height, rotation=_rotation(video),
         vcodec=str(video.get("codec_name") or "unknown"), pix_fmt=str(video.get("pix_fmt") or "unknown"),
         frame_count=frame_count, has_audio=audio is not None,
         acodec=str(audio.get("codec_name") or "unknown") if audio is not None else None,
         format_name=str(fmt.get("format_name") or "unknown"), bytes=size, video_index=int(video.get("index", 0)),
+        subtitle_index=int(subtitle.get("index", 0)) if subtitle is not None else None,
+        subtitle_language=language if language and language != "und" else None,
     )
 
 

@@ -43,8 +43,21 @@ class RoundPlan:
     notes: tuple[str, ...] = ()
 
 
+def text_room(video: VideoInfo, limits: FrameLimits, *, context: int | None, prompt: str, max_tokens: int,
+              spare_frames: int) -> int | None:
+    """Tokens of text a round can add to ``prompt`` and still send its fewest frames and reply; None when vLLM's
+    context is not known."""
+    if context is None:
+        return None
+    try:
+        fewest = _fewest(video, limits, spare_frames)
+    except ValueError:
+        return 0
+    return max(0, context - text_tokens(prompt) - max_tokens - fewest)
+
+
 def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, prompt: str, max_tokens: int,
-               max_tokens_set: bool, spare_frames: int) -> RoundPlan:
+               max_tokens_set: bool, spare_frames: int, reserved: int = 0) -> RoundPlan:
     """Frames for a round (``limits.max_visual_tokens`` is the visual-token limit: setting or encoder cache).
 
     With a known context (vLLM's max_model_len), the frames' tokens (spare glue frames included), the text's and
@@ -52,17 +65,18 @@ def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, pr
     even the fewest frames do not fit: a default reply budget is lowered, down to MIN_REPLY_TOKENS; a budget the
     client set is kept and the request refused (400 ``context_length_exceeded``, saying the largest that fits).
     The prompt counts as planned_text_tokens (its exact bound where the context cannot spare that), so questions of
-    similar length get the same frames.
+    similar length get the same frames. ``reserved`` tokens are held for text added once the frames are known (their
+    subtitles).
     Raises InvalidRequest when the video cannot be sampled at all.
     """
-    text = text_tokens(prompt)
+    text = text_tokens(prompt) + reserved
     encoder = limits.max_visual_tokens
     # The planned text first; the exact text where a small context cannot spare the margin.
-    for reserved in dict.fromkeys((planned_text_tokens(prompt), text)):
-        room = encoder if context is None else min(encoder, context - reserved - max_tokens)
+    for counted in dict.fromkeys((planned_text_tokens(prompt) + reserved, text)):
+        room = encoder if context is None else min(encoder, context - counted - max_tokens)
         try:
             frames = _plan(video, limits, room, spare_frames)
-            return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, reserved, max_tokens,
+            return RoundPlan(frames, max_tokens, _cut_notes(video, limits, frames, context, counted, max_tokens,
                                                             max_tokens_set, by_context=room < encoder))
         except ValueError as exc:
             if context is None or room >= encoder:

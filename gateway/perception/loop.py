@@ -22,10 +22,12 @@ from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
 from gateway.media.resize import visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
+from gateway.media.subtitles import Line
 from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
-from gateway.perception.budget import RoundPlan, plan_round
+from gateway.perception.budget import RoundPlan, plan_round, text_room
 from gateway.perception.prompts import Reply, parse_reply, round_prompt
+from gateway.perception.subtitles import covered, preamble_bytes, thin, with_subtitles
 from gateway.perception.tags import Channel, TagSplitter
 from gateway.settings import Settings
 
@@ -48,6 +50,7 @@ class LoopRequest:
     max_tokens: int = 2048  # each round's reply budget
     max_tokens_set: bool = False  # the client chose it (then it is never lowered to fit the context)
     zoom: str = "official"  # glue rounds' sampling (gateway.media.zoom): official or dense
+    subtitles: str = "auto"  # the video's timed text in each round's prompt (auto) or not (off)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class RoundStarted:
     notes: tuple[str, ...] = ()  # what was cut to fit vLLM, and why
     frames_seconds: float = 0.0  # planning the round and getting its frames (extracted or cached), encoded
     segment_fps: float | None = None  # the real density inside the glued segments (sample_fps: declared)
+    subtitles: tuple[Line, ...] = ()  # the subtitle lines in this round's prompt
 
 
 @dataclass(frozen=True)
@@ -116,18 +120,37 @@ class PerceptionLoop:
         self.token_limit = settings.max_visual_tokens
         self.context_limit: int | None = None  # a context vLLM's errors reported, when smaller than it lists
 
-    async def plan(self, asset: Asset, req: LoopRequest, prompt: str | None = None) -> RoundPlan:
-        """Frames and reply budget of a round with this prompt (default: the glue round's) within vLLM's limits."""
+    async def plan(self, asset: Asset, req: LoopRequest, prompt: str | None = None, reserved: int = 0) -> RoundPlan:
+        """Frames and reply budget of a round with this prompt (default: the glue round's) within vLLM's limits,
+        ``reserved`` tokens held for its subtitles."""
+        limits, context = await self._limits(req)
+        return plan_round(asset.probe.video_info(), limits, context=context,
+                          prompt=prompt if prompt is not None else round_prompt(req.question, req.options, glue=True),
+                          max_tokens=req.max_tokens, max_tokens_set=req.max_tokens_set,
+                          spare_frames=KEY_TIME_SPARE_FRAMES, reserved=reserved)
+
+    async def _limits(self, req: LoopRequest) -> tuple[FrameLimits, int | None]:
         limits = FrameLimits(max_visual_tokens=self.token_limit, min_pixels=self.settings.frame_min_pixels,
                              max_pixels=self.settings.frame_max_pixels, total_pixels=self.settings.frame_total_pixels,
                              max_frames=req.max_frames, target_fps=req.fps)
         context = await self.vllm.max_model_len(req.model)
         if self.context_limit is not None:
             context = min(context or self.context_limit, self.context_limit)
-        return plan_round(asset.probe.video_info(), limits, context=context,
-                          prompt=prompt if prompt is not None else round_prompt(req.question, req.options, glue=True),
-                          max_tokens=req.max_tokens, max_tokens_set=req.max_tokens_set,
-                          spare_frames=KEY_TIME_SPARE_FRAMES)
+        return limits, context
+
+    async def _subtitle_bytes(self, asset: Asset, req: LoopRequest, prompt: str) -> tuple[tuple[Line, ...], int]:
+        """The video's subtitle lines a round may choose from, and the bytes its chosen lines may take: the
+        setting's, less when vLLM's context could not hold them beside the fewest frames and the reply."""
+        if req.subtitles == "off" or asset.transcript is None:
+            return (), 0
+        lines = asset.transcript.lines
+        wanted = min(sum(len(line.text.encode()) + 1 for line in lines), self.settings.subtitle_prompt_tokens)
+        limits, context = await self._limits(req)
+        room = text_room(asset.probe.video_info(), limits, context=context, prompt=prompt,
+                         max_tokens=req.max_tokens, spare_frames=KEY_TIME_SPARE_FRAMES)
+        if room is not None:
+            wanted = min(wanted, room - preamble_bytes(multiple_choice=bool(req.options)))
+        return lines, max(wanted, 0)
 
     async def run(self, asset: Asset, req: LoopRequest,
                   final_context: Callable[[], Awaitable[str | None]] | None = None) -> AsyncGenerator[Event, None]:
@@ -169,8 +192,10 @@ class PerceptionLoop:
     async def _round(self, asset: Asset, req: LoopRequest, number: int, last: bool, spans: tuple[Span, ...],
                      context: str | None = None, shapes: list[_Shape] | None = None) -> AsyncGenerator[Event, None]:
         prepared = time.perf_counter()
-        prompt = _with_context(round_prompt(req.question, req.options, glue=not last), context)
-        budget = await self.plan(asset, req, prompt)
+        question = round_prompt(req.question, req.options, glue=not last)
+        lines, line_bytes = await self._subtitle_bytes(asset, req, _with_context(question, context))
+        reserved = line_bytes + preamble_bytes(multiple_choice=bool(req.options)) if line_bytes else 0
+        budget = await self.plan(asset, req, _with_context(question, context), reserved)
         plan = budget.frames
         before = shapes[-1] if shapes else None
         if before is not None and before.spans == spans:
@@ -197,6 +222,12 @@ class PerceptionLoop:
                                round(selection.sample_fps, 4), shown.width, shown.height,
                                _tokens(len(shown.jpegs), shown), spans if selection.key_time else (), budget.notes,
                                segment_fps=_rounded(segment_fps(shown.indices, selection.keep, probe.fps)))
+        wanted = covered(lines, shown.times)
+        sent = thin(wanted, line_bytes)
+        prompt = _with_context(with_subtitles(question, sent, multiple_choice=bool(req.options)), context)
+        if len(sent) < len(wanted):
+            started = dataclasses.replace(started, notes=(*budget.notes, _thinned(len(sent), len(wanted), line_bytes)))
+        started = dataclasses.replace(started, subtitles=tuple(sent))
         video = await asyncio.to_thread(shown.data_url)
         started = dataclasses.replace(started, frames_seconds=round(time.perf_counter() - prepared, 3))
         self.metrics.round_frames.observe(len(shown.jpegs))
@@ -275,6 +306,11 @@ def _with_context(prompt: str, context: str | None) -> str:
         return prompt
     return (f"Notes from another model that watched the video and heard its audio (they may be wrong):\n"
             f"{context.strip()}\n\n{prompt}")
+
+
+def _thinned(sent: int, wanted: int, budget: int) -> str:
+    return (f"Sent {sent} of the {wanted} subtitle lines this round's frames cover, spread over the round: a round's "
+            f"subtitles may take {budget} tokens (VCHAT_SUBTITLE_PROMPT_TOKENS, or what vLLM's context leaves).")
 
 
 def _rounded(value: float | None) -> float | None:

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from tests.conftest import GatewayFactory, LiveGateway, VllmHandle
 from tests.integration.test_models_and_ready import load_random_adapter
+from tests.support.clips import make_subtitled_clip
 from tests.support.origin import Origin
 from vllm_launch.stack import ROOT
 
@@ -137,6 +138,24 @@ WATCH_STREAM = """() => {
   }).observe(document.getElementById('thread'), {subtree: true, childList: true, characterData: true,
                                                   attributes: true});
 }"""
+
+
+def test_the_timeline_shows_the_subtitle_lines_the_rounds_read(gw: LiveGateway, origin: Origin,
+                                                                 open_page: OpenPage) -> None:
+    url = origin.file("/subtitled.mp4", make_subtitled_clip().read_bytes())
+    page = open_page(gw)
+    load_url(page, url)
+    wait_playable(page)
+    settings(page)
+    _, answer = ask(page, QUESTION)
+    expect(answer).to_have_attribute("data-state", "done")
+    timeline = page.locator("#timeline")
+    expect(timeline.locator(".tl-label")).to_have_text(["Round 1", "Round 2", "Subtitles", "Answer"])
+    lines = timeline.locator("button.sub")
+    expect(lines).to_have_text(["The red fox jumps.", "Over the lazy dog.", "It & its friend run away."])
+    assert lines.nth(2).get_attribute("title") == "4.2–5.6 s: It & its friend run away."
+    lines.nth(1).click()
+    page.wait_for_function("Math.abs(document.getElementById('player').currentTime - 2.5) < 0.05")
 
 
 def test_url_question_streams_the_answer_and_the_timeline_seeks(

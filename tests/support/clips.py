@@ -98,3 +98,41 @@ def decoded_keyframes(video: Path) -> list[int]:
                          check=True, capture_output=True, text=True, timeout=600).stdout
     rows = sorted((float(t), key == "1") for key, t, *_ in (line.split(",") for line in out.split() if line.strip()))
     return [n for n, (_, key) in enumerate(rows) if key]
+
+
+# Three spoken lines of a 6 s clip, in SubRip; the frames of a 6 s clip at 2 fps cover every one.
+SUBTITLES_SRT = """1
+00:00:00,500 --> 00:00:01,800
+The <i>red</i> fox jumps.
+
+2
+00:00:02,500 --> 00:00:03,900
+{\\an8}Over the lazy dog.
+
+3
+00:00:04,200 --> 00:00:05,600
+It &amp; its friend run away.
+"""
+
+
+def make_subtitled_clip(srt: str = SUBTITLES_SRT, *, seconds: float = 6.0, container: str = "mp4",
+                        scodec: str = "mov_text", language: str | None = "eng") -> Path:
+    """make_clip with a subtitle track muxed in: ``srt`` (SubRip text) as ``scodec`` (mov_text in MP4; srt, ass or
+    webvtt in Matroska)."""
+    key = repr(("subtitled", srt, seconds, container, scodec, language)).encode()
+    out = CLIP_CACHE / f"subtitled-{hashlib.sha256(key).hexdigest()[:16]}.{container}"
+    if out.exists():
+        return out
+    video = make_clip(seconds, "320x240", 30, container=container)
+    source = out.with_name(f".{out.name}.{os.getpid()}.srt")
+    source.write_text(srt)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{container}")
+    tags = ["-metadata:s:s:0", f"language={language}"] if language else []
+    try:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-i", str(source),
+                        "-map", "0", "-map", "1", "-c:v", "copy", "-c:a", "copy", "-c:s", scodec, *tags, str(tmp)],
+                       check=True, timeout=600)
+    finally:
+        source.unlink(missing_ok=True)
+    tmp.rename(out)
+    return out

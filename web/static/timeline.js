@@ -1,5 +1,7 @@
 // The perception timeline: per round, the sampled frame times (ticks), the densely sampled spans (shade) and the
-// time segments the round relied on (buttons that seek the player); the last row is the answer's grounding.
+// time segments the round relied on (buttons that seek the player); the last row is the answer's grounding. A video
+// with subtitles or captions gets a row of the lines the rounds' prompts carried (buttons that seek to each line);
+// their text is untrusted and only ever set as text, never as markup.
 
 export const seconds = (t) => `${Number(t).toFixed(1)} s`;
 export const span = ([start, end]) => `${Number(start).toFixed(1)}–${Number(end).toFixed(1)} s`;
@@ -45,6 +47,26 @@ function track(player, duration, { ticks = [], dense = [], segments = [], label,
   return lane;
 }
 
+/** The distinct subtitle lines any round's prompt carried, in time order. */
+export function subtitleLines(transcript) {
+  const seen = new Map();
+  for (const round of transcript?.rounds || []) {
+    for (const line of round.lines || []) seen.set(`${line.start}|${line.end}|${line.text}`, line);
+  }
+  return [...seen.values()].sort((a, b) => a.start - b.start || a.end - b.end);
+}
+
+function lineButton(player, line, duration) {
+  const button = el("button", {
+    type: "button", className: "sub", textContent: line.text, title: `${span([line.start, line.end])}: ${line.text}`,
+  });
+  button.setAttribute("aria-label", `Subtitle at ${span([line.start, line.end])}: ${line.text}`);
+  button.style.left = pct(line.start, duration);
+  button.style.width = pct(Math.max(line.end - line.start, 0), duration);
+  button.addEventListener("click", () => { player.currentTime = Number(line.start); });
+  return button;
+}
+
 /** Draws ``perception`` (the final chunk's field) into ``rows``; returns a function that moves the playheads. */
 export function renderTimeline(rows, player, perception) {
   const duration = perception?.video?.duration_s || player.duration || 0;
@@ -58,6 +80,17 @@ export function renderTimeline(rows, player, perception) {
       track(player, duration, {
         ticks: round.frame_times, dense: round.dense_segments, segments: round.segments || [], label,
       }),
+    ]));
+  }
+  const lines = subtitleLines(perception.transcript);
+  if (lines.length) {
+    const lane = el("div", { className: "tl-track subs" });
+    for (const line of lines) lane.append(lineButton(player, line, duration));
+    lane.append(el("span", { className: "playhead", ariaHidden: "true" }));
+    const source = perception.transcript.source === "captions" ? "the page's captions" : "the video's subtitles";
+    rows.append(el("div", { className: "tl-row" }, [
+      el("span", { className: "tl-label", textContent: "Subtitles", title: `Lines from ${source} in the prompts` }),
+      lane,
     ]));
   }
   const grounding = perception.segments || [];

@@ -22,12 +22,14 @@ request's socket timeout is ``min(10 s, time left)``, so the worker thread ends 
 
     links.py    which links are pages, files, or worth treating as the video; YouTube's canonical watch URL
     formats.py  the one progressive format fetched; live streams and over-long videos refused
+    captions.py the caption track fetched beside it: the page's own before automatic ones, languages by setting
     resolve.py  ``resolve_page`` and ``PageMedia``: yt-dlp in a worker thread under the deadline
     session.py  one resolution's state (policy, deadline, caps, first refusal) and yt-dlp's parameters
     handler.py  ``GuardedRH``, the one request handler yt-dlp gets, and the YoutubeDL that holds only it
     errors.py   yt-dlp's errors in plain words
 """
 
+from gateway.media.pages.captions import CaptionTrack
 from gateway.media.pages.formats import MAX_HEIGHT, STREAMING_ONLY, check_info, choose_format
 from gateway.media.pages.links import is_video_link, looks_like_page, youtube_watch_url
 from gateway.media.pages.resolve import PageMedia, resolve_page
@@ -35,6 +37,7 @@ from gateway.media.pages.resolve import PageMedia, resolve_page
 __all__ = [
     "MAX_HEIGHT",
     "STREAMING_ONLY",
+    "CaptionTrack",
     "PageMedia",
     "check_info",
     "choose_format",
