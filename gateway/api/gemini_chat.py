@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -14,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest, ChatMessage
 from gateway.api.streaming import sse, sse_response
+from gateway.api.wire import Chunk, Envelope, GeminiReport, TokenCount, Usage
 from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
 from gateway.errors import BackendUnavailable, InvalidRequest, VChatError
 from gateway.settings import Settings
@@ -47,16 +46,17 @@ def conversation(messages: list[ChatMessage]) -> Conversation:
     return Conversation("\n\n".join(system) or None, tuple(turns))
 
 
-def _extras(answer: GeminiAnswer | None, warnings: list[str]) -> dict[str, Any]:
-    gemini = None if answer is None else {
-        "model_version": answer.model_version,
-        "usage": {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.candidates_tokens}}
-    return {"gemini": gemini, "warnings": warnings}
+def _report(answer: GeminiAnswer) -> GeminiReport:
+    return GeminiReport(model_version=answer.model_version,
+                        usage=TokenCount(prompt_tokens=answer.usage.prompt_tokens,
+                                         completion_tokens=answer.usage.candidates_tokens))
 
 
-def _usage(answer: GeminiAnswer) -> dict[str, int]:
-    prompt, completion = answer.usage.prompt_tokens, answer.usage.candidates_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _ending(envelope: Envelope, answer: GeminiAnswer, warnings: list[str], include_usage: bool) -> list[Chunk]:
+    """The finish chunk (Gemini's report and the warnings), then usage when asked for."""
+    finish = envelope.chunk(None, "stop", gemini=_report(answer), warnings=warnings)
+    usage = Usage.of(answer.usage.prompt_tokens, answer.usage.candidates_tokens)
+    return [finish, envelope.usage(usage)] if include_usage else [finish]
 
 
 async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, request: Request) -> Response:
@@ -69,35 +69,25 @@ async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, req
     warnings = [f"The local model is unavailable ({route.local_down}); Gemini answered alone."] \
         if route.local_down else []
     max_tokens = body.max_completion_tokens or body.max_tokens
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-
+    envelope = Envelope(body.model)
     if not body.stream:
         answer = await gemini.chat(chat, temperature=body.temperature, max_output_tokens=max_tokens,
                                    deadline_s=settings.gemini_deadline_s)
-        return JSONResponse({
-            "id": ident, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text.strip()},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(answer), **_extras(answer, warnings)})
+        chunks = [envelope.start(), envelope.content(answer.text), *_ending(envelope, answer, warnings, True)]
+        return JSONResponse(envelope.completion(chunks).model_dump(mode="json"))
     events = await gemini.chat_stream(chat, temperature=body.temperature, max_output_tokens=max_tokens,
                                       deadline_s=settings.gemini_deadline_s)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     async def stream() -> AsyncIterator[bytes]:
         try:
-            yield sse(chunk({"role": "assistant", "content": ""}))
+            yield sse(envelope.start())
             async for event in events:
                 if isinstance(event, GeminiDelta):
-                    yield sse(chunk({"content": event.text}))
+                    yield sse(envelope.content(event.text))
                 elif isinstance(event, GeminiDone):
-                    yield sse(chunk({}, "stop", **_extras(event.answer, warnings)))
-                    if include_usage:
-                        yield sse({"id": ident, "object": "chat.completion.chunk", "created": created,
-                                    "model": body.model, "choices": [], "usage": _usage(event.answer)})
+                    for chunk in _ending(envelope, event.answer, warnings, include_usage):
+                        yield sse(chunk)
         except VChatError as exc:
             logger.warning("gemini chat failed mid-stream: %s", exc.message)
             yield sse(exc.body())
@@ -106,4 +96,3 @@ async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, req
         yield sse("[DONE]")
 
     return sse_response(stream(), cleanup=events.aclose)
-

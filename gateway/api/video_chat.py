@@ -8,17 +8,18 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, cast
+from typing import cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.api.admission import Admission, AutoSize
-from gateway.api.answers import AnswerBuilder, merge
+from gateway.api.answers import AnswerBuilder
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.streaming import KEEPALIVE, ChunkPump, Silence, sse, sse_response
 from gateway.api.video_refs import VideoRef, resolve
+from gateway.api.wire import Chunk
 from gateway.backends.gemini import GeminiBackend
 from gateway.errors import ClientGone, InvalidRequest, VChatError
 from gateway.media.library import Asset, VideoLibrary
@@ -62,7 +63,7 @@ class _Job:
         self.early_progress = early_progress
         self.committed = False
 
-    async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         builder = self.builder
         async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
             yield builder.start()
@@ -103,7 +104,8 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode, video_seconds=video_seconds)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    # A non-streamed answer is folded from the chunks, usage chunk included.
+    include_usage = not body.stream or bool(body.stream_options and body.stream_options.include_usage)
     if loop is not None and (auto_size := cast(AutoSize | None, state.auto_size)) is not None:
         await auto_size.ensure(req.model)
     # The progress line goes out at once only when the local model is to run: a Gemini-only answer (or one whose vLLM
@@ -113,16 +115,16 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     if not body.stream:
         try:
             # The handler's ClientWatch cancels this when the client leaves (no further vLLM call is made).
-            collected = await _collect(job.chunks())
+            collected = await _collect(job.chunks())  # with the usage chunk: the completion carries usage
         except BaseException as exc:
             metrics.answers.labels(_outcome(exc)).inc()
             raise
         metrics.answers.labels("ok").inc()
-        return JSONResponse(merge(collected, builder))
+        return JSONResponse(builder.envelope.completion(collected).model_dump(mode="json"))
     pump = ChunkPump(job.chunks())
     try:
         # Hold the headers back until the question is admitted: until then, errors (429 included) are JSON errors.
-        head: list[dict[str, Any]] = []
+        head: list[Chunk] = []
         while (chunk := await pump.next()) is not None:
             head.append(chunk)
             if job.committed:
@@ -164,7 +166,7 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     return sse_response(body_stream(), cleanup=pump.aclose)
 
 
-async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _collect(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
     return [chunk async for chunk in chunks]
 
 

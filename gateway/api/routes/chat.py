@@ -19,6 +19,7 @@ from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.streaming import sse, sse_response
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
+from gateway.api.wire import Chunk, Completion, Envelope
 from gateway.errors import InvalidRequest, UrlNotAllowed, VChatError
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
@@ -89,22 +90,25 @@ async def _answer(body: ChatCompletionRequest, request: Request) -> Response:
         # One id across the gateway's and vLLM's logs, as for the perception rounds.
         "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
     }
+    # The envelope names the model the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local
+    # model) and carries the warnings.
+    envelope = Envelope(body.model)
+    extras = {"warnings": warnings} if warnings else {}
     if not body.stream:
-        completion = await vllm.chat(params)
-        # The name the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local model).
-        extras = {"warnings": warnings} if warnings else {}
-        return JSONResponse({**completion.model_dump(exclude_unset=True), "model": body.model, **extras})
+        completion = Completion.model_validate((await vllm.chat(params)).model_dump(exclude_unset=True))
+        return JSONResponse(envelope.relabel(completion).model_copy(update=extras).model_dump(mode="json"))
     if body.stream_options is not None:
         params["stream_options"] = {"include_usage": body.stream_options.include_usage}
     chunks = await vllm.chat_stream(params)
 
     async def events() -> AsyncIterator[bytes]:
-        extras: dict[str, object] = {"warnings": warnings} if warnings else {}
+        first = extras
         try:
             async with aclosing(chunks):  # closed with us, so vLLM aborts at once when the client leaves
                 async for chunk in chunks:
-                    yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model, **extras})
-                    extras = {}  # on the first chunk only
+                    relayed = envelope.relabel(Chunk.model_validate(chunk.model_dump(exclude_unset=True)))
+                    yield sse(relayed.model_copy(update=first))
+                    first = {}  # warnings on the first chunk only
         except VChatError as exc:
             # Headers are gone already: the error travels as an event, then the stream ends normally.
             logger.warning("stream failed: %s", exc.message)
