@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Literal, cast
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from gateway.api.respond import Answer, respond
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest, ChatMessage
-from gateway.api.streaming import sse, sse_response
 from gateway.api.wire import Chunk, Envelope, GeminiReport, TokenCount, Usage
 from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
-from gateway.errors import BackendUnavailable, InvalidRequest, VChatError
+from gateway.errors import BackendUnavailable, InvalidRequest
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -70,29 +71,25 @@ async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, req
         if route.local_down else []
     max_tokens = body.max_completion_tokens or body.max_tokens
     envelope = Envelope(body.model)
-    if not body.stream:
-        answer = await gemini.chat(chat, temperature=body.temperature, max_output_tokens=max_tokens,
-                                   deadline_s=settings.gemini_deadline_s)
-        chunks = [envelope.start(), envelope.content(answer.text), *_ending(envelope, answer, warnings, True)]
-        return JSONResponse(envelope.completion(chunks).model_dump(mode="json"))
-    events = await gemini.chat_stream(chat, temperature=body.temperature, max_output_tokens=max_tokens,
-                                      deadline_s=settings.gemini_deadline_s)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    include_usage = not body.stream or bool(body.stream_options and body.stream_options.include_usage)
 
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield sse(envelope.start())
+    async def chunks() -> AsyncGenerator[Chunk, None]:
+        if not body.stream:
+            answer = await gemini.chat(chat, temperature=body.temperature, max_output_tokens=max_tokens,
+                                       deadline_s=settings.gemini_deadline_s)
+            for chunk in (envelope.start(), envelope.content(answer.text),
+                          *_ending(envelope, answer, warnings, include_usage)):
+                yield chunk
+            return
+        events = await gemini.chat_stream(chat, temperature=body.temperature, max_output_tokens=max_tokens,
+                                          deadline_s=settings.gemini_deadline_s)
+        async with aclosing(events):
+            yield envelope.start()
             async for event in events:
                 if isinstance(event, GeminiDelta):
-                    yield sse(envelope.content(event.text))
+                    yield envelope.content(event.text)
                 elif isinstance(event, GeminiDone):
                     for chunk in _ending(envelope, event.answer, warnings, include_usage):
-                        yield sse(chunk)
-        except VChatError as exc:
-            logger.warning("gemini chat failed mid-stream: %s", exc.message)
-            yield sse(exc.body())
-        finally:
-            await events.aclose()
-        yield sse("[DONE]")
+                        yield chunk
 
-    return sse_response(stream(), cleanup=events.aclose)
+    return await respond(Answer(envelope, chunks()), stream=body.stream, keepalive_s=settings.sse_keepalive_s)

@@ -3,25 +3,24 @@ and answer as one ``chat.completion`` or as SSE chunks — both built from the s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import cast
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from gateway.api.admission import Admission, AutoSize
 from gateway.api.answers import AnswerBuilder
+from gateway.api.respond import Answer, respond
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import KEEPALIVE, ChunkPump, Silence, sse, sse_response
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.api.wire import Chunk
 from gateway.backends.gemini import GeminiBackend
-from gateway.errors import ClientGone, InvalidRequest, VChatError
+from gateway.errors import InvalidRequest
 from gateway.media.library import Asset, VideoLibrary
 from gateway.metrics import Metrics
 from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, Replying, RoundFinished
@@ -86,7 +85,8 @@ class _Job:
 
 async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: ModelRoute,
                              request: Request) -> Response:
-    """Resolve the video, then stream or return the answer. Errors before a model answers are plain JSON errors."""
+    """Resolve the video, then stream or return the answer. Errors before the question is admitted (and, unless the
+    progress line goes out early, before a model answers) are plain JSON errors."""
     state = request.state
     library = cast(VideoLibrary, state.media)
     metrics = cast(Metrics, request.app.state.metrics)
@@ -112,67 +112,6 @@ async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: 
     # is known to be down) keeps its headers until Gemini answers, so that both failing is still a plain 503.
     early = body.stream and loop is not None and not route.local_down
     job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, early)
-    if not body.stream:
-        try:
-            # The handler's ClientWatch cancels this when the client leaves (no further vLLM call is made).
-            collected = await _collect(job.chunks())  # with the usage chunk: the completion carries usage
-        except BaseException as exc:
-            metrics.answers.labels(_outcome(exc)).inc()
-            raise
-        metrics.answers.labels("ok").inc()
-        return JSONResponse(builder.envelope.completion(collected).model_dump(mode="json"))
-    pump = ChunkPump(job.chunks())
-    try:
-        # Hold the headers back until the question is admitted: until then, errors (429 included) are JSON errors.
-        head: list[Chunk] = []
-        while (chunk := await pump.next()) is not None:
-            head.append(chunk)
-            if job.committed:
-                break
-    except BaseException as exc:
-        await pump.aclose()
-        metrics.answers.labels(_outcome(exc)).inc()
-        raise
-
-    async def body_stream() -> AsyncIterator[bytes]:
-        outcome = "ok"
-        try:
-            for chunk in head:
-                yield sse(chunk)
-            while True:
-                try:
-                    item = await pump.next(settings.sse_keepalive_s)
-                except Silence:
-                    yield KEEPALIVE  # a silent stretch (a long prefill, waiting for Gemini)
-                    continue
-                if item is None:
-                    break
-                yield sse(item)
-        except VChatError as exc:
-            # The headers are gone: the error travels as an event, then the stream ends normally.
-            outcome = _outcome(exc)
-            logger.warning("answer failed mid-stream: %s", exc.message)
-            yield sse(exc.body())
-        except BaseException as exc:
-            outcome = _outcome(exc)
-            raise
-        finally:
-            # On a client disconnect this task is being cancelled; stopping the pump (shielded inside) is what
-            # closes the vLLM stream, so vLLM aborts the round.
-            await pump.aclose()
-            metrics.answers.labels(outcome).inc()
-        yield sse("[DONE]")
-
-    return sse_response(body_stream(), cleanup=pump.aclose)
-
-
-async def _collect(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
-    return [chunk async for chunk in chunks]
-
-
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, ClientGone | asyncio.CancelledError | GeneratorExit):
-        return "client_gone"
-    if isinstance(exc, VChatError):
-        return "client_error" if exc.status_code < 500 else "backend_error"
-    return "internal_error"
+    answer = Answer(builder.envelope, job.chunks(), committed=lambda: job.committed,
+                    counted=lambda outcome: metrics.answers.labels(outcome).inc())
+    return await respond(answer, stream=body.stream, keepalive_s=settings.sse_keepalive_s)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import cast
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from gateway.api.background import recognise, text_only
-from gateway.api.deps import vllm_backend
+from gateway.api.deps import SettingsDep, vllm_backend
 from gateway.api.disconnect import ClientWatch
 from gateway.api.gemini_chat import answer_with_gemini
+from gateway.api.respond import Answer, completion_response, respond
 from gateway.api.routing import route_model
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import sse, sse_response
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
 from gateway.api.wire import Chunk, Completion, Envelope
-from gateway.errors import InvalidRequest, UrlNotAllowed, VChatError
+from gateway.errors import InvalidRequest, UrlNotAllowed
 from gateway.logs import request_id_var
 from gateway.metrics import Metrics
 
@@ -47,7 +47,7 @@ def _check_video_question(body: ChatCompletionRequest) -> None:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request, settings: SettingsDep) -> Response:
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
     is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down).
 
@@ -55,10 +55,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     list, the video's fetch, admission, vLLM. Once the response has started, the response watches the client."""
     _check(body)
     async with ClientWatch(request):
-        return await _answer(body, request)
+        return await _answer(body, request, settings)
 
 
-async def _answer(body: ChatCompletionRequest, request: Request) -> Response:
+async def _answer(body: ChatCompletionRequest, request: Request, settings: SettingsDep) -> Response:
     # A chat UI's own title / tags / follow-up prompt quotes the conversation, link included: it is plain chat.
     background = recognise(body.messages)
     ref = find_video(body.messages) if background is None else None
@@ -96,24 +96,17 @@ async def _answer(body: ChatCompletionRequest, request: Request) -> Response:
     extras = {"warnings": warnings} if warnings else {}
     if not body.stream:
         completion = Completion.model_validate((await vllm.chat(params)).model_dump(exclude_unset=True))
-        return JSONResponse(envelope.relabel(completion).model_copy(update=extras).model_dump(mode="json"))
+        return completion_response(envelope.relabel(completion).model_copy(update=extras))
     if body.stream_options is not None:
         params["stream_options"] = {"include_usage": body.stream_options.include_usage}
-    chunks = await vllm.chat_stream(params)
 
-    async def events() -> AsyncIterator[bytes]:
+    async def relayed() -> AsyncGenerator[Chunk, None]:
         first = extras
-        try:
-            async with aclosing(chunks):  # closed with us, so vLLM aborts at once when the client leaves
-                async for chunk in chunks:
-                    relayed = envelope.relabel(Chunk.model_validate(chunk.model_dump(exclude_unset=True)))
-                    yield sse(relayed.model_copy(update=first))
-                    first = {}  # warnings on the first chunk only
-        except VChatError as exc:
-            # Headers are gone already: the error travels as an event, then the stream ends normally.
-            logger.warning("stream failed: %s", exc.message)
-            yield sse(exc.body())
-        yield sse("[DONE]")
+        # Closed with the answer, so vLLM aborts at once when the client leaves.
+        async with aclosing(await vllm.chat_stream(params)) as chunks:
+            async for chunk in chunks:
+                yield envelope.relabel(Chunk.model_validate(chunk.model_dump(exclude_unset=True))).model_copy(
+                    update=first)
+                first = {}  # warnings on the first chunk only
 
-    # Closing the vLLM stream when the client leaves (even before the body started) makes vLLM abort.
-    return sse_response(events(), cleanup=chunks.aclose)
+    return await respond(Answer(envelope, relayed()), stream=True, keepalive_s=settings.sse_keepalive_s)
