@@ -14,23 +14,19 @@ from gateway.api.auth import ApiKeyMiddleware
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
+from gateway.api.services import Services
 from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client, scrubbed_transport_logs
 from gateway.backends.vllm import VllmBackend
-from gateway.media.library import VideoLibrary, open_library
+from gateway.media.library import open_library
 from gateway.metrics import Metrics
 from gateway.perception.loop import PerceptionLoop
 from gateway.settings import Settings
 
 
 class State(TypedDict):
-    """What the lifespan hands to every request as ``request.state``."""
+    """What the lifespan hands to every request as ``request.state``: one typed object."""
 
-    vllm: VllmBackend | None
-    media: VideoLibrary
-    perception: PerceptionLoop | None
-    gemini: GeminiBackend | None
-    admission: Admission
-    auto_size: AutoSize | None
+    services: Services
 
 
 def gemini_config(settings: Settings) -> GeminiConfig:
@@ -72,8 +68,8 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                 stack.push_async_callback(gemini.aclose)
             admission = Admission(settings.max_active_jobs or AUTO_FLOOR, settings.max_queued_jobs, app_metrics)
             auto_size = AutoSize(admission, vllm) if vllm is not None and settings.max_active_jobs is None else None
-            yield State(vllm=vllm, media=media, perception=perception, gemini=gemini, admission=admission,
-                        auto_size=auto_size)
+            yield State(services=Services(settings, app_metrics, media, admission, vllm=vllm, perception=perception,
+                                          gemini=gemini, auto_size=auto_size))
 
     app = FastAPI(
         title="vChat gateway",
@@ -81,9 +77,6 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = app_metrics
-    app.state.gemini_health = {}  # /ready caches Gemini's state briefly
     install_error_handlers(app)
     # Outermost last: request context, then the key check, then the body limit, so no body is read for a stranger.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

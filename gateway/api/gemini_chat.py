@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Literal, cast
+from typing import Literal
 
-from fastapi import Request
-from fastapi.responses import Response
-
-from gateway.api.respond import Answer, respond
+from gateway.api.respond import Answer
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest, ChatMessage
+from gateway.api.services import Services
 from gateway.api.wire import Chunk, Envelope, GeminiReport, TokenCount, Usage
-from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
+from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiDelta, GeminiDone
 from gateway.errors import BackendUnavailable, InvalidRequest
-from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +57,12 @@ def _ending(envelope: Envelope, answer: GeminiAnswer, warnings: list[str], inclu
     return [finish, envelope.usage(usage)] if include_usage else [finish]
 
 
-async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, request: Request) -> Response:
-    """Gemini's reply as a ``chat.completion`` or its stream; ``route.local_down`` becomes a warning."""
-    gemini = cast(GeminiBackend | None, request.state.gemini)
+async def answer_with_gemini(services: Services, body: ChatCompletionRequest, route: ModelRoute) -> Answer:
+    """Gemini's reply as chunks (one call, or Gemini's stream when ``body.stream``); ``route.local_down`` becomes a
+    warning."""
+    gemini, settings = services.gemini, services.settings
     if gemini is None:  # routing only sends Gemini-answered names here when a key is configured
         raise BackendUnavailable("Gemini is not configured on this gateway.", retry_after=30)
-    settings = cast(Settings, request.app.state.settings)
     chat = conversation(body.messages)
     warnings = [f"The local model is unavailable ({route.local_down}); Gemini answered alone."] \
         if route.local_down else []
@@ -92,4 +89,4 @@ async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, req
                     for chunk in _ending(envelope, event.answer, warnings, include_usage):
                         yield chunk
 
-    return await respond(Answer(envelope, chunks()), stream=body.stream, keepalive_s=settings.sse_keepalive_s)
+    return Answer(envelope, chunks())

@@ -38,8 +38,11 @@ class Answer:
     counted: Callable[[str], None] = field(default=_uncounted)  # told "ok", "client_gone", "backend_error", …
 
 
-async def respond(answer: Answer, *, stream: bool, keepalive_s: float) -> Response:
-    """The answer as one ``chat.completion`` (``stream`` false) or as SSE chunks."""
+async def respond(answer: Answer | Completion, *, stream: bool, keepalive_s: float) -> Response:
+    """The answer as one ``chat.completion`` (``stream`` false, or a completion a model server made whole) or as SSE
+    chunks."""
+    if isinstance(answer, Completion):
+        return completion_response(answer)
     if not stream:
         return completion_response(await _collect(answer))
     pump = ChunkPump(answer.chunks)
