@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
@@ -19,7 +19,7 @@ from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client, sc
 from gateway.backends.vllm import VllmBackend
 from gateway.media.library import open_library
 from gateway.metrics import Metrics
-from gateway.perception.loop import PerceptionLoop
+from gateway.perception.loop import PerceptionLoop, RoundModel
 from gateway.settings import Settings
 
 
@@ -41,8 +41,15 @@ def gemini_config(settings: Settings) -> GeminiConfig:
     )
 
 
-def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> FastAPI:
-    """Build the gateway. ``vllm_transport`` lets a test stand in for vLLM's network (failure shapes only)."""
+def _itself(vllm: VllmBackend) -> RoundModel:
+    return vllm
+
+
+def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None,
+               round_model: Callable[[VllmBackend], RoundModel] = _itself) -> FastAPI:
+    """Build the gateway. ``vllm_transport`` lets a test stand in for vLLM's network (failure shapes only);
+    ``round_model`` gives the perception loop what runs its rounds, given the vLLM backend (the backend itself; a
+    benchmark wraps it to record each round's call)."""
     app_metrics = Metrics()
 
     @asynccontextmanager
@@ -56,7 +63,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                     httpx2.AsyncClient(transport=vllm_transport, limits=limits, trust_env=False))
                 api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
                 vllm = VllmBackend(http, settings.vllm_base, api_key, settings.vllm_timeout_s)
-                perception = PerceptionLoop(vllm, media, settings, app_metrics)
+                perception = PerceptionLoop(round_model(vllm), media, settings, app_metrics)
             gemini = None
             if settings.gemini_api_key is not None:
                 config = gemini_config(settings)

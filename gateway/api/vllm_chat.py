@@ -10,6 +10,7 @@ from gateway.api.respond import Answer
 from gateway.api.schemas import ChatCompletionRequest
 from gateway.api.services import Services
 from gateway.api.wire import Chunk, Completion, Envelope
+from gateway.backends.vllm import ChatCall
 from gateway.logs import request_id_var
 
 
@@ -19,26 +20,19 @@ async def answer_with_vllm(services: Services, body: ChatCompletionRequest, mode
     model the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local ``model``), with
     ``warnings`` on the completion or on the first chunk."""
     vllm = services.require_vllm()
-    params: dict[str, object] = {
-        "model": model,
-        "messages": text_only(body.messages),
-        **body.sampling(),
-        **body.plain_chat_only(),
-        # One id across the gateway's and vLLM's logs, as for the perception rounds.
-        "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
-    }
+    call = ChatCall(model, text_only(body.messages), {**body.sampling(), **body.plain_chat_only()},
+                    request_id=request_id_var.get() or "req",
+                    include_usage=body.stream_options.include_usage if body.stream and body.stream_options else None)
     envelope = Envelope(body.model)
     extras = {"warnings": warnings} if warnings else {}
     if not body.stream:
-        completion = Completion.model_validate((await vllm.chat(params)).model_dump(exclude_unset=True))
+        completion = Completion.model_validate((await vllm.chat(call)).model_dump(exclude_unset=True))
         return envelope.relabel(completion).model_copy(update=extras)
-    if body.stream_options is not None:
-        params["stream_options"] = {"include_usage": body.stream_options.include_usage}
 
     async def relayed() -> AsyncGenerator[Chunk, None]:
         first = extras
         # Closed with the answer, so vLLM aborts at once when the client leaves.
-        async with aclosing(await vllm.chat_stream(params)) as chunks:
+        async with aclosing(await vllm.chat_stream(call)) as chunks:
             async for chunk in chunks:
                 yield envelope.relabel(Chunk.model_validate(chunk.model_dump(exclude_unset=True))).model_copy(
                     update=first)
