@@ -36,6 +36,7 @@ from stack import local_stack  # noqa: E402
 from gateway.api.schemas import ChatCompletionRequest  # noqa: E402
 from gateway.api.video_chat import loop_request  # noqa: E402
 from gateway.api.video_refs import find_video, resolve  # noqa: E402
+from gateway.backends.vllm import Generated, RoundCall  # noqa: E402
 from gateway.media.library import open_library  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.perception.loop import PerceptionLoop, RoundStarted  # noqa: E402
@@ -55,15 +56,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class _Recorder:
-    """Stands in for VllmBackend: keeps the params of the round's chat_stream call and streams nothing."""
+    """The loop's RoundModel, standing in for VllmBackend: keeps the SDK arguments of the round's call and streams
+    nothing."""
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
 
-    async def chat_stream(self, params: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        self.params = params
+    async def max_model_len(self, model: str) -> int | None:
+        return None
 
-        async def nothing() -> AsyncGenerator[Any, None]:
+    async def round_stream(self, call: RoundCall) -> AsyncGenerator[Generated, None]:
+        self.params = call.params()
+
+        async def nothing() -> AsyncGenerator[Generated, None]:
             return
             yield
 
@@ -79,7 +84,7 @@ async def gateway_params(body: dict[str, Any], media_dir: Path) -> tuple[dict[st
         assert ref is not None
         asset = await resolve(ref, library)
         recorder = _Recorder()
-        loop = PerceptionLoop(recorder, library, settings, Metrics())  # type: ignore[arg-type]
+        loop = PerceptionLoop(recorder, library, settings, Metrics())
         events = [event async for event in loop.run(asset, loop_request(request, ref, MODEL, settings))]
     started = next(event for event in events if isinstance(event, RoundStarted))
     return recorder.params, started

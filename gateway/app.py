@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
@@ -14,23 +14,19 @@ from gateway.api.auth import ApiKeyMiddleware
 from gateway.api.handlers import install_error_handlers
 from gateway.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from gateway.api.routes import admin, chat, files, health, metrics, models, videos, web
+from gateway.api.services import Services
 from gateway.backends.gemini import GeminiBackend, GeminiConfig, make_client, scrubbed_transport_logs
 from gateway.backends.vllm import VllmBackend
-from gateway.media.library import VideoLibrary, open_library
+from gateway.media.library import open_library
 from gateway.metrics import Metrics
-from gateway.perception.loop import PerceptionLoop
+from gateway.perception.loop import PerceptionLoop, RoundModel
 from gateway.settings import Settings
 
 
 class State(TypedDict):
-    """What the lifespan hands to every request as ``request.state``."""
+    """What the lifespan hands to every request as ``request.state``: one typed object."""
 
-    vllm: VllmBackend | None
-    media: VideoLibrary
-    perception: PerceptionLoop | None
-    gemini: GeminiBackend | None
-    admission: Admission
-    auto_size: AutoSize | None
+    services: Services
 
 
 def gemini_config(settings: Settings) -> GeminiConfig:
@@ -45,8 +41,15 @@ def gemini_config(settings: Settings) -> GeminiConfig:
     )
 
 
-def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None) -> FastAPI:
-    """Build the gateway. ``vllm_transport`` lets a test stand in for vLLM's network (failure shapes only)."""
+def _itself(vllm: VllmBackend) -> RoundModel:
+    return vllm
+
+
+def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport | None = None,
+               round_model: Callable[[VllmBackend], RoundModel] = _itself) -> FastAPI:
+    """Build the gateway. ``vllm_transport`` lets a test stand in for vLLM's network (failure shapes only);
+    ``round_model`` gives the perception loop what runs its rounds, given the vLLM backend (the backend itself; a
+    benchmark wraps it to record each round's call)."""
     app_metrics = Metrics()
 
     @asynccontextmanager
@@ -60,7 +63,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                     httpx2.AsyncClient(transport=vllm_transport, limits=limits, trust_env=False))
                 api_key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
                 vllm = VllmBackend(http, settings.vllm_base, api_key, settings.vllm_timeout_s)
-                perception = PerceptionLoop(vllm, media, settings, app_metrics)
+                perception = PerceptionLoop(round_model(vllm), media, settings, app_metrics)
             gemini = None
             if settings.gemini_api_key is not None:
                 config = gemini_config(settings)
@@ -72,8 +75,8 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
                 stack.push_async_callback(gemini.aclose)
             admission = Admission(settings.max_active_jobs or AUTO_FLOOR, settings.max_queued_jobs, app_metrics)
             auto_size = AutoSize(admission, vllm) if vllm is not None and settings.max_active_jobs is None else None
-            yield State(vllm=vllm, media=media, perception=perception, gemini=gemini, admission=admission,
-                        auto_size=auto_size)
+            yield State(services=Services(settings, app_metrics, media, admission, vllm=vllm, perception=perception,
+                                          gemini=gemini, auto_size=auto_size))
 
     app = FastAPI(
         title="vChat gateway",
@@ -81,9 +84,6 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = app_metrics
-    app.state.gemini_health = {}  # /ready caches Gemini's state briefly
     install_error_handlers(app)
     # Outermost last: request context, then the key check, then the body limit, so no body is read for a stranger.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

@@ -4,6 +4,9 @@
     ├── InvalidRequest               (400 invalid_request_error)
     │   ├── RequestValidationFailed  (422 invalid_request_error / invalid_value)
     │   ├── RequestTooLarge          (413 invalid_request_error / request_too_large)
+    │   ├── ModelLimitExceeded       (400: vLLM refused a request over one of its limits, carried as ``limit``)
+    │   │   ├── EncoderCacheExceeded (400 / rejected_by_model_server: the frames exceed the encoder cache)
+    │   │   └── ContextExceeded      (400 / context_length_exceeded: prompt and reply exceed the context)
     │   └── MediaRejected            (400 invalid_request_error / invalid_video, or a narrower code)
     │       ├── UrlNotAllowed        (400 / url_not_allowed)
     │       ├── MediaFetchFailed     (400 / video_fetch_failed)
@@ -105,6 +108,22 @@ class RequestTooLarge(InvalidRequest):
 
     status_code = 413
     default_code: ClassVar[str | None] = "request_too_large"
+
+
+class ModelLimitExceeded(InvalidRequest):
+    """Raised when vLLM refuses a request over a limit it names (``limit``), so that a caller can fit under it."""
+
+    def __init__(self, message: str, *, limit: int, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.limit = limit
+
+
+class EncoderCacheExceeded(ModelLimitExceeded):
+    """Raised when a request's images or video need more visual tokens than vLLM's encoder cache holds."""
+
+
+class ContextExceeded(ModelLimitExceeded):
+    """Raised when a request's prompt and reply budget exceed the context vLLM serves the model with."""
 
 
 class MediaRejected(InvalidRequest):

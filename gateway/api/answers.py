@@ -1,15 +1,14 @@
-"""Turns perception events into OpenAI ``chat.completion.chunk`` objects; a non-streamed answer is the same
-chunks merged, so streaming and non-streaming share one path."""
+"""Turns perception events into OpenAI ``chat.completion.chunk`` objects (``wire.Chunk``); a non-streamed answer
+is the same chunks folded by the envelope, so streaming and non-streaming share one path."""
 
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
 from typing import Any
 
+from gateway.api.wire import Chunk, Envelope, GeminiReport, Perception, RoundRecord, TokenCount, Usage
 from gateway.media.library import Asset, LinkedVideo
-from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished, RoundStarted, Usage
+from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished, RoundStarted
 from gateway.perception.merge import GeminiFinished, GeminiText, MergedEvent, MergeMode, Notice, Section
 
 
@@ -22,43 +21,37 @@ class AnswerBuilder:
 
     def __init__(self, model: str, asset: Asset | LinkedVideo, req: LoopRequest,
                  merged: MergeMode | None = None, video_seconds: float | None = None) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
+        self.envelope = Envelope(model)
         self.asset = asset
         self.req = req
-        self.rounds: list[dict[str, Any]] = []
-        self.usage = Usage()
+        self.rounds: list[RoundRecord] = []
+        self.usage = Usage.of(0, 0)
         self.finish_reason: str | None = None
         self.warnings: list[str] = []
         self.merged = merged
         self.video_seconds = video_seconds
         self.sources: list[str] = []
-        self.gemini: dict[str, Any] | None = None
+        self.gemini: GeminiReport | None = None
         self._content_started = False
         self._evidence_started = False
         self._subtitles: dict[int, list[dict[str, Any]]] = {}  # each round's subtitle lines, by round number
         if isinstance(asset, Asset) and asset.transcript is not None and req.subtitles != "off":
             self.warnings.extend(asset.transcript.notes)
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+    def start(self) -> Chunk:
+        return self.envelope.start()
 
-    def start(self) -> dict[str, Any]:
-        return self.chunk({"role": "assistant", "content": ""})
-
-    def accepted(self) -> dict[str, Any]:
+    def accepted(self) -> Chunk:
         """The first thing a streamed answer says, as soon as the video is accepted and the question admitted: a
         line of reasoning, so a client shows progress at once instead of waiting for round 1's first token."""
         rounds = f"{self.req.iterations} round{'s' if self.req.iterations != 1 else ''}"
         if isinstance(self.asset, LinkedVideo):
-            return self.chunk({"reasoning_content": f"Watching the video at {self.asset.page_url}.\n"})
+            return self.envelope.reasoning(f"Watching the video at {self.asset.page_url}.\n")
         facts = self.asset.facts
-        return self.chunk({"reasoning_content": f"Watching the video ({facts.duration_s:.1f} s, "
-                                                f"{facts.width}x{facts.height}) in {rounds}.\n"})
+        return self.envelope.reasoning(f"Watching the video ({facts.duration_s:.1f} s, "
+                                       f"{facts.width}x{facts.height}) in {rounds}.\n")
 
-    def on_event(self, event: MergedEvent) -> list[dict[str, Any]]:
+    def on_event(self, event: MergedEvent) -> list[Chunk]:
         if isinstance(event, RoundStarted):
             return self._started(event)
         if isinstance(event, Replying):
@@ -69,7 +62,7 @@ class AnswerBuilder:
             if event.channel == "content":
                 # An earlier round's answer is summarised when the round ends ("→ answer B; looking closer at …").
                 return self._content(event.text) if event.round == self.req.iterations else []
-            return [self.chunk({"reasoning_content": event.text})]
+            return [self.envelope.reasoning(event.text)]
         if isinstance(event, RoundFinished):
             return self._finished(event)
         if isinstance(event, Section):
@@ -80,71 +73,70 @@ class AnswerBuilder:
                 return self._content(event.text)
             heading = "" if self._evidence_started else "\nGemini's notes for the final round:\n"
             self._evidence_started = True
-            return [self.chunk({"reasoning_content": heading + event.text})]
+            return [self.envelope.reasoning(heading + event.text)]
         if isinstance(event, GeminiFinished):
             answer = event.answer
-            self.gemini = {"model_version": answer.model_version,
-                           "video_via": answer.video_via, "role": event.role,
-                           "usage": {"prompt_tokens": answer.usage.prompt_tokens,
-                                     "completion_tokens": answer.usage.candidates_tokens}}
+            self.gemini = GeminiReport(
+                model_version=answer.model_version, video_via=answer.video_via, role=event.role,
+                usage=TokenCount(prompt_tokens=answer.usage.prompt_tokens,
+                                 completion_tokens=answer.usage.candidates_tokens))
             if "gemini" not in self.sources:
                 self.sources.append("gemini")
-            return [self.chunk({"reasoning_content": "\n"})] if event.role == "evidence" else []
+            return [self.envelope.reasoning("\n")] if event.role == "evidence" else []
         assert isinstance(event, Notice)
         self.warnings.append(event.text)
-        return [self.chunk({"reasoning_content": f"Note: {event.text}\n"})]
+        return [self.envelope.reasoning(f"Note: {event.text}\n")]
 
-    def _content(self, text: str) -> list[dict[str, Any]]:
+    def _content(self, text: str) -> list[Chunk]:
         self._content_started = True
-        return [self.chunk({"content": text})]
+        return [self.envelope.content(text)]
 
-    def _started(self, event: RoundStarted) -> list[dict[str, Any]]:
-        if self.rounds and self.rounds[-1]["round"] == event.round:
+    def _started(self, event: RoundStarted) -> list[Chunk]:
+        if self.rounds and self.rounds[-1].round == event.round:
             # The round is being retried with fewer or smaller frames (vLLM's encoder cache was too small).
             self.rounds.pop()
             self.warnings.append(f"Round {event.round} was retried with fewer or smaller frames to fit vLLM.")
         self.warnings.extend(note for note in event.notes if note not in self.warnings)
         self._subtitles[event.round] = [dataclasses.asdict(line) for line in event.subtitles]
-        self.rounds.append({
-            "round": event.round, "frames": len(event.times), "frame_times": list(event.times),
-            "sample_fps": event.sample_fps, "segment_fps": event.segment_fps, "frame_size": [event.width, event.height],
-            "visual_tokens": event.visual_tokens, "dense_segments": [list(s) for s in event.spans_in],
-            "frames_seconds": event.frames_seconds,
-        })
+        self.rounds.append(RoundRecord(
+            round=event.round, frames=len(event.times), frame_times=list(event.times),
+            sample_fps=event.sample_fps, segment_fps=event.segment_fps, frame_size=[event.width, event.height],
+            visual_tokens=event.visual_tokens, dense_segments=[list(s) for s in event.spans_in],
+            frames_seconds=event.frames_seconds,
+        ))
         first, last = (event.times[0], event.times[-1]) if event.times else (0.0, 0.0)
         text = f"Round {event.round}/{self.req.iterations}: {len(event.times)} frames, {first:.1f}–{last:.1f} s"
         if event.spans_in:
             text += f", denser in {_span_text(event.spans_in)}"
-        return [self.chunk({"reasoning_content": text + ".\n"})]
+        return [self.envelope.reasoning(text + ".\n")]
 
-    def _finished(self, event: RoundFinished) -> list[dict[str, Any]]:
-        record = self.rounds[-1]
+    def _finished(self, event: RoundFinished) -> list[Chunk]:
+        record = self.rounds[-1] = self.rounds[-1].model_copy(update={
+            "finished": True, "answer": event.answer, "segments": [list(s) for s in event.segments],
+            "finish_reason": event.finish_reason, "seconds": event.seconds,
+            "usage": TokenCount(prompt_tokens=event.usage.prompt_tokens,
+                                completion_tokens=event.usage.completion_tokens),
+        })
         if "local" not in self.sources:
             self.sources.insert(0, "local")
-        record.update({
-            "answer": event.answer,
-            "segments": [list(s) for s in event.segments], "finish_reason": event.finish_reason,
-            "usage": {"prompt_tokens": event.usage.prompt_tokens, "completion_tokens": event.usage.completion_tokens},
-            "seconds": event.seconds,
-        })
-        self.usage = Usage(self.usage.prompt_tokens + event.usage.prompt_tokens,
-                           self.usage.completion_tokens + event.usage.completion_tokens)
+        self.usage = Usage.of(self.usage.prompt_tokens + event.usage.prompt_tokens,
+                              self.usage.completion_tokens + event.usage.completion_tokens)
         if event.last:
             self.finish_reason = event.finish_reason or "stop"
             return []
         if not event.segments:
             self.warnings.append(f"Round {event.round} named no usable time segments; the next round samples "
                                  "the whole video uniformly.")
-        summary = f"\n→ answer {record['answer'] or '(none)'}"
+        summary = f"\n→ answer {record.answer or '(none)'}"
         if event.segments:
             summary += f"; looking closer at {_span_text(event.segments)}"
-        return [self.chunk({"reasoning_content": summary + ".\n\n"})]
+        return [self.envelope.reasoning(summary + ".\n\n")]
 
-    def perception(self) -> dict[str, Any]:
-        grounded: list[Any] = next((r["segments"] for r in reversed(self.rounds) if r.get("segments")), [])
-        return {"video": _video(self.asset), "video_seconds": self.video_seconds, "rounds": self.rounds,
-                "segments": grounded, "sources": self.sources, "merge": self.merged, "gemini": self.gemini,
-                "model": self.model, "warnings": self.warnings, "transcript": self._transcript()}
+    def perception(self) -> Perception:
+        grounded = next((r.segments for r in reversed(self.rounds) if r.segments), [])
+        return Perception(video=_video(self.asset), video_seconds=self.video_seconds, rounds=self.rounds,
+                          segments=grounded, sources=self.sources, merge=self.merged, gemini=self.gemini,
+                          model=self.envelope.model, warnings=self.warnings, transcript=self._transcript())
 
     def _transcript(self) -> dict[str, Any] | None:
         """The video's timed text as the rounds used it: where it came from, and each round's lines."""
@@ -155,31 +147,9 @@ class AnswerBuilder:
                 "in_prompt": self.req.subtitles != "off",
                 "rounds": [{"round": number, "lines": lines} for number, lines in sorted(self._subtitles.items())]}
 
-    def usage_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
-                "total_tokens": self.usage.prompt_tokens + self.usage.completion_tokens}
-
-    def finish(self, include_usage: bool) -> list[dict[str, Any]]:
-        chunks = [self.chunk({}, self.finish_reason or "stop", perception=self.perception())]
-        if include_usage:
-            chunks.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                           "model": self.model, "choices": [], "usage": self.usage_dict()})
-        return chunks
-
-
-def merge(chunks: list[dict[str, Any]], builder: AnswerBuilder) -> dict[str, Any]:
-    """The non-streamed ``chat.completion`` equal to a stream of ``chunks``."""
-    content, reasoning, finish = [], [], None
-    for chunk in chunks:
-        for choice in chunk["choices"]:
-            content.append(choice["delta"].get("content") or "")
-            reasoning.append(choice["delta"].get("reasoning_content") or "")
-            finish = choice["finish_reason"] or finish
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(content).strip(),
-                               "reasoning_content": "".join(reasoning).strip() or None}
-    return {"id": builder.id, "object": "chat.completion", "created": builder.created, "model": builder.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop", "logprobs": None}],
-            "usage": builder.usage_dict(), "perception": builder.perception()}
+    def finish(self, include_usage: bool) -> list[Chunk]:
+        chunks = [self.envelope.chunk(None, self.finish_reason or "stop", perception=self.perception())]
+        return [*chunks, self.envelope.usage(self.usage)] if include_usage else chunks
 
 
 def _video(video: Asset | LinkedVideo) -> dict[str, Any]:

@@ -1,34 +1,19 @@
-"""FastAPI dependencies: typed access to what the lifespan built (the API-key check is ``auth.py``'s middleware)."""
+"""FastAPI dependencies: the one typed way to what the lifespan built (the API-key check is ``auth.py``'s
+middleware)."""
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.backends.vllm import VllmBackend
-from gateway.errors import BackendUnavailable
-from gateway.metrics import Metrics
-from gateway.settings import Settings
+from gateway.api.services import Services
 
 
-def _settings(request: Request) -> Settings:
-    return cast(Settings, request.app.state.settings)
+def _services(request: Request) -> Services:
+    services = request.state.services
+    assert isinstance(services, Services), "the lifespan hands every request its Services"
+    return services
 
 
-def _metrics(request: Request) -> Metrics:
-    return cast(Metrics, request.app.state.metrics)
-
-
-def vllm_backend(request: Request) -> VllmBackend:
-    """The vLLM backend, or 503 ``no_backend`` when none is configured."""
-    backend = cast(VllmBackend | None, request.state.vllm)
-    if backend is None:
-        raise BackendUnavailable("No local model is configured (VCHAT_VLLM_URL is empty).",
-                                 code="no_backend")
-    return backend
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-MetricsDep = Annotated[Metrics, Depends(_metrics)]
-VllmDep = Annotated[VllmBackend, Depends(vllm_backend)]
+ServicesDep = Annotated[Services, Depends(_services)]

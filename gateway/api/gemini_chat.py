@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal, cast
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Literal
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response
-
+from gateway.api.respond import Answer
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest, ChatMessage
-from gateway.api.streaming import sse, sse_response
-from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
-from gateway.errors import BackendUnavailable, InvalidRequest, VChatError
-from gateway.settings import Settings
+from gateway.api.services import Services
+from gateway.api.wire import Chunk, Envelope, GeminiReport, TokenCount, Usage
+from gateway.backends.gemini import Conversation, GeminiAnswer, GeminiDelta, GeminiDone
+from gateway.errors import BackendUnavailable, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -47,63 +44,49 @@ def conversation(messages: list[ChatMessage]) -> Conversation:
     return Conversation("\n\n".join(system) or None, tuple(turns))
 
 
-def _extras(answer: GeminiAnswer | None, warnings: list[str]) -> dict[str, Any]:
-    gemini = None if answer is None else {
-        "model_version": answer.model_version,
-        "usage": {"prompt_tokens": answer.usage.prompt_tokens, "completion_tokens": answer.usage.candidates_tokens}}
-    return {"gemini": gemini, "warnings": warnings}
+def _report(answer: GeminiAnswer) -> GeminiReport:
+    return GeminiReport(model_version=answer.model_version,
+                        usage=TokenCount(prompt_tokens=answer.usage.prompt_tokens,
+                                         completion_tokens=answer.usage.candidates_tokens))
 
 
-def _usage(answer: GeminiAnswer) -> dict[str, int]:
-    prompt, completion = answer.usage.prompt_tokens, answer.usage.candidates_tokens
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _ending(envelope: Envelope, answer: GeminiAnswer, warnings: list[str], include_usage: bool) -> list[Chunk]:
+    """The finish chunk (Gemini's report and the warnings), then usage when asked for."""
+    finish = envelope.chunk(None, "stop", gemini=_report(answer), warnings=warnings)
+    usage = Usage.of(answer.usage.prompt_tokens, answer.usage.candidates_tokens)
+    return [finish, envelope.usage(usage)] if include_usage else [finish]
 
 
-async def answer_with_gemini(body: ChatCompletionRequest, route: ModelRoute, request: Request) -> Response:
-    """Gemini's reply as a ``chat.completion`` or its stream; ``route.local_down`` becomes a warning."""
-    gemini = cast(GeminiBackend | None, request.state.gemini)
+async def answer_with_gemini(services: Services, body: ChatCompletionRequest, route: ModelRoute) -> Answer:
+    """Gemini's reply as chunks (one call, or Gemini's stream when ``body.stream``); ``route.local_down`` becomes a
+    warning."""
+    gemini, settings = services.gemini, services.settings
     if gemini is None:  # routing only sends Gemini-answered names here when a key is configured
         raise BackendUnavailable("Gemini is not configured on this gateway.", retry_after=30)
-    settings = cast(Settings, request.app.state.settings)
     chat = conversation(body.messages)
     warnings = [f"The local model is unavailable ({route.local_down}); Gemini answered alone."] \
         if route.local_down else []
     max_tokens = body.max_completion_tokens or body.max_tokens
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    envelope = Envelope(body.model)
+    include_usage = not body.stream or bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-
-    if not body.stream:
-        answer = await gemini.chat(chat, temperature=body.temperature, max_output_tokens=max_tokens,
-                                   deadline_s=settings.gemini_deadline_s)
-        return JSONResponse({
-            "id": ident, "object": "chat.completion", "created": created, "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text.strip()},
-                         "finish_reason": "stop", "logprobs": None}],
-            "usage": _usage(answer), **_extras(answer, warnings)})
-    events = await gemini.chat_stream(chat, temperature=body.temperature, max_output_tokens=max_tokens,
-                                      deadline_s=settings.gemini_deadline_s)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield sse(chunk({"role": "assistant", "content": ""}))
+    async def chunks() -> AsyncGenerator[Chunk, None]:
+        if not body.stream:
+            answer = await gemini.chat(chat, temperature=body.temperature, max_output_tokens=max_tokens,
+                                       deadline_s=settings.gemini_deadline_s)
+            for chunk in (envelope.start(), envelope.content(answer.text),
+                          *_ending(envelope, answer, warnings, include_usage)):
+                yield chunk
+            return
+        events = await gemini.chat_stream(chat, temperature=body.temperature, max_output_tokens=max_tokens,
+                                          deadline_s=settings.gemini_deadline_s)
+        async with aclosing(events):
+            yield envelope.start()
             async for event in events:
                 if isinstance(event, GeminiDelta):
-                    yield sse(chunk({"content": event.text}))
+                    yield envelope.content(event.text)
                 elif isinstance(event, GeminiDone):
-                    yield sse(chunk({}, "stop", **_extras(event.answer, warnings)))
-                    if include_usage:
-                        yield sse({"id": ident, "object": "chat.completion.chunk", "created": created,
-                                    "model": body.model, "choices": [], "usage": _usage(event.answer)})
-        except VChatError as exc:
-            logger.warning("gemini chat failed mid-stream: %s", exc.message)
-            yield sse(exc.body())
-        finally:
-            await events.aclose()
-        yield sse("[DONE]")
+                    for chunk in _ending(envelope, event.answer, warnings, include_usage):
+                        yield chunk
 
-    return sse_response(stream(), cleanup=events.aclose)
-
+    return Answer(envelope, chunks())

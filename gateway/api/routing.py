@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal
 
-from fastapi import Request
-
-from gateway.backends.gemini import GeminiBackend
-from gateway.backends.vllm import VllmBackend
+from gateway.api.services import Services
 from gateway.errors import BackendUnavailable, InvalidRequest, ModelNotFound, excerpt
 from gateway.perception.merge import MergeMode
-from gateway.settings import Settings
 
 GEMINI_SUFFIX = "+gemini"
 
@@ -27,14 +23,13 @@ class ModelRoute:
     local_down: str | None = None  # why the local model is out (then Gemini answers alone, with a warning)
 
 
-async def route_model(request: Request, name: str, merge: str | None) -> ModelRoute:
-    """Resolve ``name``: ``<local>``, ``<local>+gemini`` or the Gemini-only id; 404 ``model_not_found`` otherwise."""
-    settings = cast(Settings, request.app.state.settings)
-    vllm = cast(VllmBackend | None, request.state.vllm)
-    gemini = cast(GeminiBackend | None, request.state.gemini)
+async def route_model(services: Services, name: str, merge: MergeMode | Literal["off"] | None) -> ModelRoute:
+    """Resolve ``name``: ``<local>``, ``<local>+gemini`` or the Gemini-only id; 404 ``model_not_found`` otherwise.
+    ``merge`` is the request's ``vchat.merge``."""
+    settings, vllm, gemini = services.settings, services.vllm, services.gemini
     if gemini is not None and name == settings.gemini_model_id:
         return ModelRoute(name, None, True, None)
-    mode: MergeMode | None = None if merge in (None, "off") else cast(MergeMode, merge)
+    mode: MergeMode | None = None if merge is None or merge == "off" else merge
     local = name
     if name.endswith(GEMINI_SUFFIX) and gemini is not None:
         local = name[: -len(GEMINI_SUFFIX)]
@@ -59,3 +54,4 @@ async def route_model(request: Request, name: str, merge: str | None) -> ModelRo
         listed = ", ".join(served + ([f"{m}{GEMINI_SUFFIX}" for m in served] if gemini else []))
         raise ModelNotFound(f"The model {excerpt(name)} does not exist. Available models: {listed}.", param="model")
     return ModelRoute(name, local, mode is not None, mode)
+

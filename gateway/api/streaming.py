@@ -6,11 +6,13 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
+
+from gateway.api.wire import Chunk
 
 
 class _ClientLeft(Exception):
@@ -69,8 +71,10 @@ class ClosingStreamingResponse(StreamingResponse):
                     await self._cleanup()
 
 
-def sse(payload: dict[str, Any] | str) -> bytes:
-    """One server-sent event: a JSON object (compact) or a literal such as ``[DONE]``."""
+def sse(payload: Chunk | dict[str, Any] | str) -> bytes:
+    """One server-sent event: a chunk, a JSON object (compact) or a literal such as ``[DONE]``."""
+    if isinstance(payload, Chunk):
+        return b"data: " + payload.model_dump_json().encode() + b"\n\n"
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
 
@@ -85,11 +89,14 @@ def sse_response(events: AsyncIterator[bytes],
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: clients ignore it
 
 
+_Item = TypeVar("_Item")
+
+
 class Silence(Exception):
     """``ChunkPump.next``: nothing arrived within the keep-alive interval."""
 
 
-class ChunkPump:
+class ChunkPump(Generic[_Item]):
     """Runs a chunk generator to the end in one task of its own and hands the chunks over through a small queue.
 
     Every round's timeouts and cancel scopes then live in one task (the handler and the response body run in
@@ -99,11 +106,11 @@ class ChunkPump:
 
     _END = object()
 
-    def __init__(self, chunks: AsyncGenerator[dict[str, Any], None], maxsize: int = 64) -> None:
+    def __init__(self, chunks: AsyncGenerator[_Item, None], maxsize: int = 64) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize)
         self._task = asyncio.create_task(self._run(chunks))
 
-    async def _run(self, chunks: AsyncGenerator[dict[str, Any], None]) -> None:
+    async def _run(self, chunks: AsyncGenerator[_Item, None]) -> None:
         async with aclosing(chunks):
             try:
                 async for chunk in chunks:
@@ -113,7 +120,7 @@ class ChunkPump:
                 return
         await self._queue.put(self._END)
 
-    async def next(self, keepalive_s: float | None = None) -> dict[str, Any] | None:
+    async def next(self, keepalive_s: float | None = None) -> _Item | None:
         """The next chunk; None at the end. With ``keepalive_s``, raises ``Silence`` when nothing came in that long
         (the pump goes on: call again)."""
         if keepalive_s is None:
@@ -131,7 +138,7 @@ class ChunkPump:
             return None
         if isinstance(item, Exception):
             raise item
-        return cast(dict[str, Any], item)
+        return cast(_Item, item)  # the queue holds the generator's items, its error and _END
 
     async def aclose(self) -> None:
         """Stop the pump (cancelling the work behind it) and wait for its cleanup, even while being cancelled."""

@@ -3,27 +3,22 @@ and answer as one ``chat.completion`` or as SSE chunks — both built from the s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, cast
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response
-
-from gateway.api.admission import Admission, AutoSize
-from gateway.api.answers import AnswerBuilder, merge
+from gateway.api.admission import Admission
+from gateway.api.answers import AnswerBuilder
+from gateway.api.respond import Answer
 from gateway.api.routing import ModelRoute
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import KEEPALIVE, ChunkPump, Silence, sse, sse_response
+from gateway.api.services import Services
 from gateway.api.video_refs import VideoRef, resolve
-from gateway.backends.gemini import GeminiBackend
-from gateway.errors import ClientGone, InvalidRequest, VChatError
+from gateway.api.wire import Chunk
+from gateway.errors import InvalidRequest
 from gateway.media.library import Asset, VideoLibrary
-from gateway.metrics import Metrics
-from gateway.perception.loop import LoopRequest, PerceptionLoop, Piece, Replying, RoundFinished
+from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished
 from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
 from gateway.perception.prompts import split_options
 from gateway.settings import Settings
@@ -63,7 +58,7 @@ class _Job:
         self.early_progress = early_progress
         self.committed = False
 
-    async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def chunks(self) -> AsyncGenerator[Chunk, None]:
         builder = self.builder
         async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
             yield builder.start()
@@ -83,95 +78,32 @@ class _Job:
                 yield chunk
 
 
-
-async def answer_about_video(body: ChatCompletionRequest, ref: VideoRef, route: ModelRoute,
-                             request: Request) -> Response:
-    """Resolve the video, then stream or return the answer. Errors before a model answers are plain JSON errors."""
-    state = request.state
-    library = cast(VideoLibrary, state.media)
-    metrics = cast(Metrics, request.app.state.metrics)
-    settings = cast(Settings, request.app.state.settings)
+async def answer_about_video(services: Services, body: ChatCompletionRequest, ref: VideoRef,
+                             route: ModelRoute) -> Answer:
+    """Resolve the video, plan the first round and size admission; the answer's chunks then run the rounds under
+    an admission slot. Errors until the question is admitted (and, unless the progress line goes out early, until a
+    model answers) are plain JSON errors."""
+    library, settings = services.media, services.settings
     clock = time.perf_counter()
     # Gemini alone watches a YouTube link by its URL: nothing to download (unless Gemini cannot fetch it).
     linked = await library.linked_or_cached(ref.value) if route.local is None and ref.kind == "url" else None
     asset = linked if linked is not None else await resolve(ref, library)
     video_seconds = round(time.perf_counter() - clock, 3)
     req = loop_request(body, ref, route.local, settings)
-    loop = cast(PerceptionLoop | None, state.perception) if route.local is not None else None
+    loop = services.perception if route.local is not None else None
     if loop is not None:
         assert isinstance(asset, Asset)  # linked only when no local model answers
         await loop.plan(asset, req)  # a video that cannot be sampled (or fit) is refused before anything starts
-    gemini = cast(GeminiBackend | None, state.gemini) if route.gemini else None
+    gemini = services.gemini if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode, video_seconds=video_seconds)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if loop is not None and (auto_size := cast(AutoSize | None, state.auto_size)) is not None:
-        await auto_size.ensure(req.model)
+    # A non-streamed answer is folded from the chunks, usage chunk included.
+    include_usage = not body.stream or bool(body.stream_options and body.stream_options.include_usage)
+    if loop is not None and services.auto_size is not None:
+        await services.auto_size.ensure(req.model)
     # The progress line goes out at once only when the local model is to run: a Gemini-only answer (or one whose vLLM
     # is known to be down) keeps its headers until Gemini answers, so that both failing is still a plain 503.
     early = body.stream and loop is not None and not route.local_down
-    job = _Job(merger, cast(Admission, state.admission), library, builder, include_usage, early)
-    if not body.stream:
-        try:
-            # The handler's ClientWatch cancels this when the client leaves (no further vLLM call is made).
-            collected = await _collect(job.chunks())
-        except BaseException as exc:
-            metrics.answers.labels(_outcome(exc)).inc()
-            raise
-        metrics.answers.labels("ok").inc()
-        return JSONResponse(merge(collected, builder))
-    pump = ChunkPump(job.chunks())
-    try:
-        # Hold the headers back until the question is admitted: until then, errors (429 included) are JSON errors.
-        head: list[dict[str, Any]] = []
-        while (chunk := await pump.next()) is not None:
-            head.append(chunk)
-            if job.committed:
-                break
-    except BaseException as exc:
-        await pump.aclose()
-        metrics.answers.labels(_outcome(exc)).inc()
-        raise
-
-    async def body_stream() -> AsyncIterator[bytes]:
-        outcome = "ok"
-        try:
-            for chunk in head:
-                yield sse(chunk)
-            while True:
-                try:
-                    item = await pump.next(settings.sse_keepalive_s)
-                except Silence:
-                    yield KEEPALIVE  # a silent stretch (a long prefill, waiting for Gemini)
-                    continue
-                if item is None:
-                    break
-                yield sse(item)
-        except VChatError as exc:
-            # The headers are gone: the error travels as an event, then the stream ends normally.
-            outcome = _outcome(exc)
-            logger.warning("answer failed mid-stream: %s", exc.message)
-            yield sse(exc.body())
-        except BaseException as exc:
-            outcome = _outcome(exc)
-            raise
-        finally:
-            # On a client disconnect this task is being cancelled; stopping the pump (shielded inside) is what
-            # closes the vLLM stream, so vLLM aborts the round.
-            await pump.aclose()
-            metrics.answers.labels(outcome).inc()
-        yield sse("[DONE]")
-
-    return sse_response(body_stream(), cleanup=pump.aclose)
-
-
-async def _collect(chunks: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [chunk async for chunk in chunks]
-
-
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, ClientGone | asyncio.CancelledError | GeneratorExit):
-        return "client_gone"
-    if isinstance(exc, VChatError):
-        return "client_error" if exc.status_code < 500 else "backend_error"
-    return "internal_error"
+    job = _Job(merger, services.admission, library, builder, include_usage, early)
+    return Answer(builder.envelope, job.chunks(), committed=lambda: job.committed,
+                  counted=lambda outcome: services.metrics.answers.labels(outcome).inc())

@@ -1,4 +1,5 @@
-"""The vLLM backend: health, model listing and (later) chat calls, through the openai SDK over httpx2."""
+"""The vLLM backend: health, model listing, plain chat and perception rounds, through the openai SDK over httpx2;
+vLLM's refusals become the gateway's errors here, the limits it names (encoder cache, context) typed."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
 
 import anyio
 import httpx2
@@ -15,7 +16,14 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import Choice, ChoiceDelta
 
-from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
+from gateway.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ContextExceeded,
+    EncoderCacheExceeded,
+    InvalidRequest,
+    VChatError,
+)
 
 RETRY_AFTER_S = 5
 BUSY_GRACE_S = 1.0  # how long a request waits for a fresh model list when an older copy is at hand
@@ -31,6 +39,76 @@ class ServedModel:
     parent: str | None
     root: str | None
     max_model_len: int | None
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """A plain chat call: the messages as vLLM takes them and the client's own options (sampling, tools, …)."""
+
+    model: str
+    messages: list[dict[str, object]]
+    options: Mapping[str, object] = field(default_factory=dict)
+    request_id: str = "req"  # one id across the gateway's and vLLM's logs (vLLM names its request after it)
+    include_usage: bool | None = None  # streamed only: the client's stream_options.include_usage
+
+    def params(self) -> dict[str, object]:
+        """The openai SDK's keyword arguments."""
+        usage = {} if self.include_usage is None else {"stream_options": {"include_usage": self.include_usage}}
+        return {"model": self.model, "messages": self.messages, **self.options, **usage,
+                "extra_headers": {"X-Request-Id": self.request_id}}
+
+
+@dataclass(frozen=True)
+class RoundCall:
+    """One perception round: the frames as one video (a data URL), read at ``sample_fps`` at exactly their size."""
+
+    model: str
+    video_url: str
+    prompt: str
+    sample_fps: float
+    width: int
+    height: int
+    max_tokens: int
+    sampling: Mapping[str, object] = field(default_factory=dict)
+    request_id: str = "req"
+    video_id: str = ""
+    video_uuid: str = ""  # names these very frames: vLLM keys its caches on it instead of hashing them
+
+    def params(self) -> dict[str, object]:
+        """The openai SDK's keyword arguments."""
+        # Frames are already multiples of 28 inside the budget: pin vLLM's resize window to exactly their area.
+        area = self.width * self.height
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": [
+                # Video before text, under its uuid: a follow-up question about the video reuses round 1's encoded
+                # frames and KV.
+                {"type": "video_url", "video_url": {"url": self.video_url},
+                 **({"uuid": self.video_uuid} if self.video_uuid else {})},
+                {"type": "text", "text": self.prompt},
+            ]}],
+            "stream_options": {"include_usage": True},
+            # A router in front of several vLLM replicas hashes on the video id (k8s/overlays/multi-replica), so
+            # every round and follow-up about one video lands where its prefix and encoder caches are.
+            "extra_headers": {"X-Request-Id": self.request_id, "x-vchat-video-id": self.video_id},
+            **self.sampling,
+            "max_tokens": self.max_tokens,
+            "extra_body": {
+                # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
+                "media_io_kwargs": {"video": {"num_frames": -1, "fps": self.sample_fps}},
+                "mm_processor_kwargs": {"size": {"shortest_edge": area, "longest_edge": area}},
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A step of a streamed round: text the model produced, its finish reason, or (at the end) the token counts."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None  # set on the usage step only
+    completion_tokens: int = 0
 
 
 _INFO_LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -162,14 +240,34 @@ class VllmBackend:
             raise BackendUnavailable(self._unreachable(f"{what}: {type(exc).__name__}"),
                                      retry_after=RETRY_AFTER_S) from exc
 
-    async def chat(self, params: dict[str, object]) -> ChatCompletion:
-        """One non-streaming chat completion; ``params`` are the SDK's keyword arguments."""
+    async def chat(self, call: ChatCall) -> ChatCompletion:
+        """One non-streaming chat completion."""
+        params = call.params()
         async with self._translate_errors("complete the chat", client_input=True, sent=params):
             return await self.openai.chat.completions.create(**params, stream=False)  # type: ignore[call-overload, no-any-return]
 
-    async def chat_stream(self, params: dict[str, object]) -> AsyncGenerator[ChatCompletionChunk, None]:
+    async def chat_stream(self, call: ChatCall) -> AsyncGenerator[ChatCompletionChunk, None]:
         """A streaming chat completion. The call is made before this returns, so a refused or unreachable
         vLLM raises here (before any byte reaches the client); later failures raise from the iterator."""
+        return await self._stream(call.params())
+
+    async def round_stream(self, call: RoundCall) -> AsyncGenerator[Generated, None]:
+        """A perception round, streamed, made before this returns as ``chat_stream`` is. A round that does not fit
+        raises ``EncoderCacheExceeded`` or ``ContextExceeded`` with the limit vLLM named."""
+        chunks = await self._stream(call.params())
+
+        async def generated() -> AsyncGenerator[Generated, None]:
+            async with aclosing(chunks):  # closed with the round, so vLLM aborts when the round is abandoned
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        yield Generated(prompt_tokens=chunk.usage.prompt_tokens,
+                                        completion_tokens=chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        yield Generated(choice.delta.content or "", choice.finish_reason)
+
+        return generated()
+
+    async def _stream(self, params: dict[str, object]) -> AsyncGenerator[ChatCompletionChunk, None]:
         async with self._translate_errors("complete the chat", client_input=True, sent=params):
             stream = await self.openai.chat.completions.create(**params, stream=True)  # type: ignore[call-overload]
 
@@ -227,6 +325,9 @@ _FIELDS = ("max_completion_tokens", "max_tokens", "logit_bias", "top_logprobs", 
            "tool_choice", "tools", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty",
            "messages")
 _CONTEXT_WORDS = ("context length", "maximum context", "too long", "max_model_len")
+# How vLLM names the limit a request broke (vLLM 0.11–0.12 wording); the limit becomes the error's.
+_ENCODER_CACHE = re.compile(r"encoder cache size (\d+)")
+_CONTEXT = re.compile(r"maximum (?:model|context) length (?:of |is |\()?(\d+)")
 
 
 def _refusal(message: str, body: object, sent: Mapping[str, object]) -> InvalidRequest:
@@ -238,7 +339,12 @@ def _refusal(message: str, body: object, sent: Mapping[str, object]) -> InvalidR
     if not isinstance(param, str) or not param:
         param = next((name for name in _FIELDS if name in sent and name in lowered), "messages")
     code = "context_length_exceeded" if any(w in lowered for w in _CONTEXT_WORDS) else "rejected_by_model_server"
-    return InvalidRequest(f"vLLM refused the request: {message}", param=param, code=code)
+    text = f"vLLM refused the request: {message}"
+    if found := _ENCODER_CACHE.search(message):
+        return EncoderCacheExceeded(text, limit=int(found[1]), param=param, code=code)
+    if found := _CONTEXT.search(message):
+        return ContextExceeded(text, limit=int(found[1]), param=param, code=code)
+    return InvalidRequest(text, param=param, code=code)
 
 
 def _retrieve(listing: asyncio.Future[list[ServedModel]]) -> None:

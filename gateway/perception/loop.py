@@ -7,14 +7,14 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Protocol
 
-from gateway.backends.vllm import VllmBackend
-from gateway.errors import BackendTimeout, InvalidRequest
+from gateway.backends.vllm import Generated, RoundCall
+from gateway.errors import BackendTimeout, ContextExceeded, EncoderCacheExceeded, ModelLimitExceeded
 from gateway.logs import request_id_var
 from gateway.media.framecache import Frames
 from gateway.media.frames import JPEG_QSCALE
@@ -32,8 +32,17 @@ from gateway.perception.tags import Channel, TagSplitter
 from gateway.settings import Settings
 
 logger = logging.getLogger(__name__)
-_ENCODER_CACHE = re.compile(r"encoder cache size (\d+)")
-_CONTEXT = re.compile(r"maximum (?:model|context) length (?:of |is |\()?(\d+)")
+
+
+class RoundModel(Protocol):
+    """What the loop asks of the model that runs its rounds (``backends.vllm.VllmBackend``; a benchmark's recorder)."""
+
+    async def max_model_len(self, model: str) -> int | None:
+        """The context ``model`` is served with; None when unknown."""
+
+    async def round_stream(self, call: RoundCall) -> AsyncGenerator[Generated, None]:
+        """The round's reply, streamed (the call made before this returns); a round over one of the model's limits
+        raises ``EncoderCacheExceeded`` or ``ContextExceeded``."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ Event = RoundStarted | Replying | Piece | RoundFinished
 class PerceptionLoop:
     """Runs the rounds for one request at a time per call; shared by all requests (it learns vLLM's limits)."""
 
-    def __init__(self, vllm: VllmBackend, library: VideoLibrary, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, vllm: RoundModel, library: VideoLibrary, settings: Settings, metrics: Metrics) -> None:
         self.vllm = vllm
         self.library = library
         self.settings = settings
@@ -172,19 +181,19 @@ class PerceptionLoop:
                                 spans = event.segments
                             yield event
                     break
-                except InvalidRequest as exc:
+                except ModelLimitExceeded as exc:
                     # vLLM names its encoder cache or context when a round does not fit: plan under it and retry.
-                    if attempt == 1 or not self._learn(exc.message):
+                    if attempt == 1 or not self._learn(exc):
                         raise
 
-    def _learn(self, message: str) -> bool:
-        """Take a smaller limit from vLLM's error message; False when it names none."""
-        if (found := _ENCODER_CACHE.search(message)) and int(found[1]) < self.token_limit:
-            self.token_limit = int(found[1])
+    def _learn(self, refused: ModelLimitExceeded) -> bool:
+        """Take the smaller limit vLLM named; False when it is no smaller than the one planned under."""
+        if isinstance(refused, EncoderCacheExceeded) and refused.limit < self.token_limit:
+            self.token_limit = refused.limit
             logger.warning("vLLM's encoder cache holds %d visual tokens; planning under it", self.token_limit)
             return True
-        if (found := _CONTEXT.search(message)) and int(found[1]) < (self.context_limit or 1 << 62):
-            self.context_limit = int(found[1])
+        if isinstance(refused, ContextExceeded) and refused.limit < (self.context_limit or 1 << 62):
+            self.context_limit = refused.limit
             logger.warning("vLLM's context is %d tokens; planning under it", self.context_limit)
             return True
         return False
@@ -234,48 +243,27 @@ class PerceptionLoop:
         self.metrics.round_visual_tokens.observe(started.visual_tokens)
         yield started
 
-        params: dict[str, object] = {
-            "model": req.model,
-            "messages": [{"role": "user", "content": [
-                # Video before text, and a uuid for these very frames: vLLM keys its caches on it instead of hashing
-                # the frames, and a follow-up question about the video reuses round 1's encoded frames and KV.
-                {"type": "video_url", "video_url": {"url": video},
-                 "uuid": frames_uuid(asset.id, shown.indices or selection.indices, shown, selection.sample_fps)},
-                {"type": "text", "text": prompt},
-            ]}],
-            "stream_options": {"include_usage": True},
-            # One id across the gateway's and vLLM's logs (vLLM names its request after it).
-            # A router in front of several vLLM replicas hashes on the video id (k8s/overlays/multi-replica), so
-            # every round and follow-up about one video lands where its prefix and encoder caches are.
-            "extra_headers": {"X-Request-Id": f"{request_id_var.get() or 'req'}-r{number}",
-                              "x-vchat-video-id": asset.id},
-            **req.sampling,
-            "max_tokens": budget.max_tokens,
-            "extra_body": {
-                # The gateway's own kwargs, never a client's: vLLM must use exactly these frames at this rate.
-                "media_io_kwargs": {"video": {"num_frames": -1, "fps": selection.sample_fps}},
-                "mm_processor_kwargs": _keep_size(shown),
-            },
-        }
+        call = RoundCall(req.model, video, prompt, selection.sample_fps, shown.width, shown.height, budget.max_tokens,
+                         req.sampling, request_id=f"{request_id_var.get() or 'req'}-r{number}", video_id=asset.id,
+                         video_uuid=frames_uuid(asset.id, shown.indices or selection.indices, shown,
+                                                selection.sample_fps))
         clock = time.perf_counter()
         text, usage, finish = "", Usage(), None
         splitter = TagSplitter()
         replying = False
         try:
             async with asyncio.timeout(self.settings.round_timeout_s):
-                async with aclosing(await self.vllm.chat_stream(params)) as chunks:
-                    async for chunk in chunks:
-                        if chunk.usage is not None:
-                            usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                        for choice in chunk.choices:
-                            finish = choice.finish_reason or finish
-                            delta = choice.delta.content or ""
-                            if delta and not replying:
-                                replying = True
-                                yield Replying(number)
-                            text += delta
-                            for channel, piece in splitter.feed(delta):
-                                yield Piece(number, channel, piece)
+                async with aclosing(await self.vllm.round_stream(call)) as steps:
+                    async for step in steps:
+                        if step.prompt_tokens is not None:
+                            usage = Usage(step.prompt_tokens, step.completion_tokens)
+                        finish = step.finish_reason or finish
+                        if step.text and not replying:
+                            replying = True
+                            yield Replying(number)
+                        text += step.text
+                        for channel, piece in splitter.feed(step.text):
+                            yield Piece(number, channel, piece)
         except TimeoutError as exc:
             raise BackendTimeout(f"Round {number} took longer than {self.settings.round_timeout_s:g} s.",
                                  retry_after=5) from exc
@@ -327,8 +315,3 @@ def frames_uuid(asset_id: str, indices: Sequence[int], shown: Frames, sample_fps
 def _tokens(frames: int, shown: Frames) -> int:
     return (frames + frames % 2) // 2 * (shown.height // 28) * (shown.width // 28)
 
-
-def _keep_size(shown: Frames) -> dict[str, object]:
-    # Frames are already multiples of 28 inside the budget: pin vLLM's resize window to exactly their area.
-    area = shown.width * shown.height
-    return {"size": {"shortest_edge": area, "longest_edge": area}}

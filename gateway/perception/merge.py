@@ -15,12 +15,12 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
-from gateway.backends.gemini import GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone
+from gateway.backends.gemini import GeminiAnswer, GeminiDelta, GeminiDone, GeminiEvent
 from gateway.errors import BackendUnavailable, VChatError
 from gateway.media.library import Asset, LinkedVideo
-from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished
+from gateway.perception.loop import Event, LoopRequest, Piece, RoundFinished
 from gateway.perception.prompts import format_options
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,34 @@ class Notice:
 MergedEvent = Event | Section | GeminiText | GeminiFinished | Notice
 
 
+class LocalPerception(Protocol):
+    """The local side: rounds over the video (``loop.PerceptionLoop``), evidence put before the last one."""
+
+    def run(self, asset: Asset, req: LoopRequest,
+            final_context: Callable[[], Awaitable[str | None]] | None = None) -> AsyncGenerator[Event, None]:
+        """The rounds' events."""
+
+
+class EvidenceSource(Protocol):
+    """A model that watches the whole video (and hears it) and answers a prompt about it: the merge folds its
+    answer in as evidence, as the final answer, or beside the local one (``backends.gemini.GeminiBackend``)."""
+
+    async def describe(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
+                       max_output_tokens: int | None = None, deadline_s: float) -> GeminiAnswer:
+        """The whole answer, within ``deadline_s``."""
+
+    async def describe_stream(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
+                              max_output_tokens: int | None = None,
+                              deadline_s: float) -> AsyncGenerator[GeminiEvent, None]:
+        """The answer as it is written, opened before this returns."""
+
+
 @dataclass(frozen=True)
 class Sources:
     """Who answers: the local loop (None: not configured or down), Gemini (None: off), and how they merge."""
 
-    local: PerceptionLoop | None
-    gemini: GeminiBackend | None
+    local: LocalPerception | None
+    gemini: EvidenceSource | None
     mode: MergeMode | None
     local_down: str | None = None  # why the local model is known to be unavailable before we start
 

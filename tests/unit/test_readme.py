@@ -69,7 +69,7 @@ def test_readme_names_the_real_perception_round_and_top_level_keys() -> None:
     builder = AnswerBuilder("m", video, request)
     builder.on_event(RoundStarted(1, True, (0.0, 0.5), 2.0, 28, 28, 1, ()))
     builder.on_event(RoundFinished(1, True, parse_reply("<answer>A</answer>"), "", "A", (), Usage(), "stop", 0.1))
-    perception = builder.perception()
+    perception = builder.perception().model_dump(mode="json")
     assert _backticked(_perception_bullet("rounds")) == set(perception["rounds"][0])
     readme = (ROOT / "README.md").read_text()
     section = readme.split("- `perception` (an extra field", 1)[1].split("\n\n", 1)[0]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.registry import AdapterError, AdapterRegistry
 from adapters.replicas import ReplicaResult, load_everywhere, unload_everywhere
 from adapters.validate import AdapterInfo
-from gateway.api.deps import SettingsDep
+from gateway.api.deps import ServicesDep
 from gateway.errors import (
     AuthenticationFailed,
     BackendUnavailable,
@@ -28,7 +28,8 @@ from gateway.errors import (
 from gateway.settings import Settings
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
+def require_admin(request: Request, services: ServicesDep) -> None:
+    settings = services.settings
     if settings.admin_key is None:
         raise PermissionDenied("The admin routes are off (set VCHAT_ADMIN_KEY).", code="admin_disabled")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -71,13 +72,15 @@ def _translate(exc: AdapterError) -> VChatError:
 
 
 @router.get("/admin/adapters")
-async def list_adapters(settings: SettingsDep) -> JSONResponse:
+async def list_adapters(services: ServicesDep) -> JSONResponse:
+    settings = services.settings
     infos = await asyncio.to_thread(_registry(settings).list)
     return JSONResponse({"object": "list", "data": [_card(info) for info in infos]})
 
 
 @router.post("/admin/adapters")
-async def add_adapter(body: AddAdapter, settings: SettingsDep) -> JSONResponse:
+async def add_adapter(body: AddAdapter, services: ServicesDep) -> JSONResponse:
+    settings = services.settings
     """Validate (vLLM's rules, before vLLM is touched), copy into the adapters volume, load into every replica."""
     try:
         info = await asyncio.to_thread(_registry(settings).add, Path(body.path), body.name, replace=body.replace)
@@ -94,7 +97,8 @@ async def add_adapter(body: AddAdapter, settings: SettingsDep) -> JSONResponse:
 
 
 @router.delete("/admin/adapters/{name}")
-async def remove_adapter(name: str, settings: SettingsDep) -> JSONResponse:
+async def remove_adapter(name: str, services: ServicesDep) -> JSONResponse:
+    settings = services.settings
     registry = _registry(settings)
     if await asyncio.to_thread(registry.get, name) is None:
         raise NotFound(f"No adapter named {excerpt(name)}.", param="name", code="adapter_not_found")

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from typing import cast
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from gateway.api.background import recognise, text_only
-from gateway.api.deps import vllm_backend
+from gateway.api.background import recognise
+from gateway.api.deps import ServicesDep
 from gateway.api.disconnect import ClientWatch
 from gateway.api.gemini_chat import answer_with_gemini
+from gateway.api.respond import Answer, respond
 from gateway.api.routing import route_model
 from gateway.api.schemas import ChatCompletionRequest
-from gateway.api.streaming import sse, sse_response
+from gateway.api.services import Services
 from gateway.api.video_chat import answer_about_video
 from gateway.api.video_refs import find_video
-from gateway.errors import InvalidRequest, UrlNotAllowed, VChatError
-from gateway.logs import request_id_var
-from gateway.metrics import Metrics
+from gateway.api.vllm_chat import answer_with_vllm
+from gateway.api.wire import Completion
+from gateway.errors import InvalidRequest, UrlNotAllowed
 
 router = APIRouter(tags=["chat"])
 logger = logging.getLogger(__name__)
@@ -46,7 +44,7 @@ def _check_video_question(body: ChatCompletionRequest) -> None:
 
 
 @router.post("/v1/chat/completions", response_model=None)
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+async def chat_completions(body: ChatCompletionRequest, request: Request, services: ServicesDep) -> Response:
     """A question about a video (any form of video reference) runs the perception loop; otherwise plain chat
     is passed to vLLM, or to Gemini for the Gemini-only model (and for a merged model whose vLLM is down).
 
@@ -54,62 +52,30 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     list, the video's fetch, admission, vLLM. Once the response has started, the response watches the client."""
     _check(body)
     async with ClientWatch(request):
-        return await _answer(body, request)
+        answer = await answer_chat(services, body)
+        return await respond(answer, stream=body.stream, keepalive_s=services.settings.sse_keepalive_s)
 
 
-async def _answer(body: ChatCompletionRequest, request: Request) -> Response:
+async def answer_chat(services: Services, body: ChatCompletionRequest) -> Answer | Completion:
+    """The answer to a chat request, whichever model and path it takes."""
     # A chat UI's own title / tags / follow-up prompt quotes the conversation, link included: it is plain chat.
     background = recognise(body.messages)
     ref = find_video(body.messages) if background is None else None
     if background is not None:
-        cast(Metrics, request.app.state.metrics).background_prompts.labels(background.client, background.task).inc()
+        services.metrics.background_prompts.labels(background.client, background.task).inc()
         logger.info("background prompt (%s %s) answered as plain chat", background.client, background.task)
     if ref is not None:
         _check_video_question(body)
-    route = await route_model(request, body.model, body.vchat.merge)
+    route = await route_model(services, body.model, body.vchat.merge)
     warnings: list[str] = []
     if ref is not None:
         try:
-            return await answer_about_video(body, ref, route, request)
+            return await answer_about_video(services, body, ref, route)
         except UrlNotAllowed as exc:
             if not ref.from_text:
                 raise
             # A link the gateway may not fetch, quoted in prose, is part of the text, not a video to refuse.
             warnings.append(f"The link in the message was not fetched ({exc.message}); it was answered as text.")
     if route.local is None:
-        return await answer_with_gemini(body, route, request)
-    # Looked up here rather than as a dependency, so a bad body is reported before a missing backend.
-    vllm = vllm_backend(request)
-    model = route.local
-    params: dict[str, object] = {
-        "model": model,
-        "messages": text_only(body.messages),
-        **body.sampling(),
-        **body.plain_chat_only(),
-        # One id across the gateway's and vLLM's logs, as for the perception rounds.
-        "extra_headers": {"X-Request-Id": request_id_var.get() or "req"},
-    }
-    if not body.stream:
-        completion = await vllm.chat(params)
-        # The name the client asked for (``videochat-r1.5+gemini`` answers plain chat with its local model).
-        extras = {"warnings": warnings} if warnings else {}
-        return JSONResponse({**completion.model_dump(exclude_unset=True), "model": body.model, **extras})
-    if body.stream_options is not None:
-        params["stream_options"] = {"include_usage": body.stream_options.include_usage}
-    chunks = await vllm.chat_stream(params)
-
-    async def events() -> AsyncIterator[bytes]:
-        extras: dict[str, object] = {"warnings": warnings} if warnings else {}
-        try:
-            async with aclosing(chunks):  # closed with us, so vLLM aborts at once when the client leaves
-                async for chunk in chunks:
-                    yield sse({**chunk.model_dump(exclude_unset=True), "model": body.model, **extras})
-                    extras = {}  # on the first chunk only
-        except VChatError as exc:
-            # Headers are gone already: the error travels as an event, then the stream ends normally.
-            logger.warning("stream failed: %s", exc.message)
-            yield sse(exc.body())
-        yield sse("[DONE]")
-
-    # Closing the vLLM stream when the client leaves (even before the body started) makes vLLM abort.
-    return sse_response(events(), cleanup=chunks.aclose)
+        return await answer_with_gemini(services, body, route)
+    return await answer_with_vllm(services, body, route.local, warnings)

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from gateway.api.deps import SettingsDep
+from gateway.api.deps import ServicesDep
 from gateway.api.multipart import receive_upload
 from gateway.errors import InvalidRequest, NotFound, excerpt
-from gateway.media.library import VideoLibrary
 
 router = APIRouter(tags=["files"])
 
 _PURPOSES = {"user_data", "vision", "assistants", "batch", "fine-tune", "evals"}
-
-
-def library_of(request: Request) -> VideoLibrary:
-    return cast(VideoLibrary, request.state.media)
 
 
 def _not_found(file_id: str) -> NotFound:
@@ -27,11 +21,12 @@ def _not_found(file_id: str) -> NotFound:
 
 
 @router.post("/v1/files")
-async def upload_file(request: Request, settings: SettingsDep) -> JSONResponse:
+async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
     """Multipart ``file`` + ``purpose``; the video is checked and sanitized before the id is returned."""
-    library = library_of(request)
+    library = services.media
     async with library.store.temp_dir() as work:
-        upload = await receive_upload(request, work, settings.media_max_bytes, make_room=library.store.make_room)
+        upload = await receive_upload(request, work, services.settings.media_max_bytes,
+                                      make_room=library.store.make_room)
         purpose = upload.fields.get("purpose", "user_data").strip() or "user_data"
         if purpose not in _PURPOSES:
             raise InvalidRequest(f"Unknown purpose {excerpt(purpose)}.", param="purpose", code="invalid_value")
@@ -41,23 +36,23 @@ async def upload_file(request: Request, settings: SettingsDep) -> JSONResponse:
 
 
 @router.get("/v1/files")
-async def list_files(request: Request) -> JSONResponse:
-    records = await library_of(request).files.list()
+async def list_files(services: ServicesDep) -> JSONResponse:
+    records = await services.media.files.list()
     return JSONResponse({"object": "list", "data": [r.openai() for r in records], "has_more": False})
 
 
 @router.get("/v1/files/{file_id}")
-async def get_file(file_id: str, request: Request) -> JSONResponse:
-    record = await library_of(request).files.get(file_id)
+async def get_file(file_id: str, services: ServicesDep) -> JSONResponse:
+    record = await services.media.files.get(file_id)
     if record is None:
         raise _not_found(file_id)
     return JSONResponse(record.openai())
 
 
 @router.get("/v1/files/{file_id}/content", response_model=None)
-async def file_content(file_id: str, request: Request) -> FileResponse:
+async def file_content(file_id: str, services: ServicesDep) -> FileResponse:
     """The sanitized video (MP4) the upload became — what the model and Gemini see."""
-    library = library_of(request)
+    library = services.media
     record = await library.files.get(file_id)
     stored = await library.store.get(record.object_id) if record is not None else None
     if stored is None or not await asyncio.to_thread(stored.video.is_file):
@@ -66,8 +61,8 @@ async def file_content(file_id: str, request: Request) -> FileResponse:
 
 
 @router.delete("/v1/files/{file_id}")
-async def delete_file(file_id: str, request: Request) -> JSONResponse:
-    record = await library_of(request).remove_file(file_id)
+async def delete_file(file_id: str, services: ServicesDep) -> JSONResponse:
+    record = await services.media.remove_file(file_id)
     if record is None:
         raise _not_found(file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})

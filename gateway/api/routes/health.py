@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from gateway.api.deps import SettingsDep
+from gateway.api.deps import ServicesDep
 from gateway.backends.gemini import GeminiBackend
-from gateway.backends.vllm import RETRY_AFTER_S, VllmBackend
+from gateway.backends.vllm import RETRY_AFTER_S
 from gateway.errors import BackendUnavailable, VChatError
 
 router = APIRouter(tags=["health"])
@@ -24,14 +23,13 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(request: Request, settings: SettingsDep) -> dict[str, object]:
+async def ready(services: ServicesDep) -> dict[str, object]:
     """Ready when the primary backend works: vLLM (serving its model) when configured, else Gemini.
 
     Gemini's state is reported but does not make a gateway with a working vLLM unready: merged answers fall back
     to the local model on their own. 503 with the reason otherwise.
     """
-    vllm = cast(VllmBackend | None, request.state.vllm)
-    gemini = cast(GeminiBackend | None, request.state.gemini)
+    settings, vllm, gemini = services.settings, services.vllm, services.gemini
     backends: dict[str, object] = {}
     if vllm is None and gemini is None:
         raise BackendUnavailable("No model backend is configured.", code="no_backend", retry_after=RETRY_AFTER_S)
@@ -45,7 +43,7 @@ async def ready(request: Request, settings: SettingsDep) -> dict[str, object]:
             )
         backends["vllm"] = {"status": "ok", "models": served}
     if gemini is not None:
-        problem = await _gemini_problem(request, gemini, settings.ready_timeout_s)
+        problem = await _gemini_problem(services.gemini_health, gemini, settings.ready_timeout_s)
         if problem is not None and vllm is None:
             raise BackendUnavailable(f"Gemini is unavailable: {problem}", retry_after=RETRY_AFTER_S)
         backends["gemini"] = {"status": "ok" if problem is None else "unavailable", "model": gemini.model,
@@ -53,11 +51,10 @@ async def ready(request: Request, settings: SettingsDep) -> dict[str, object]:
     return {"status": "ready", "backends": backends}
 
 
-async def _gemini_problem(request: Request, gemini: GeminiBackend, timeout_s: float) -> str | None:
-    cache = cast(dict[str, object], request.app.state.gemini_health)
-    checked_at = cache.get("at")
+async def _gemini_problem(cache: dict[str, object], gemini: GeminiBackend, timeout_s: float) -> str | None:
+    checked_at, problem = cache.get("at"), cache.get("problem")
     if isinstance(checked_at, float) and time.monotonic() - checked_at < GEMINI_HEALTH_TTL_S:
-        return cast(str | None, cache.get("problem"))
+        return problem if isinstance(problem, str) else None
     try:
         await gemini.health(timeout_s)
         problem = None

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Literal, cast
+from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from gateway.api.deps import SettingsDep
+from gateway.api.deps import ServicesDep
 from gateway.api.routing import GEMINI_SUFFIX
-from gateway.backends.gemini import GeminiBackend
-from gateway.backends.vllm import ServedModel, VllmBackend
+from gateway.backends.vllm import ServedModel
 from gateway.errors import BackendUnavailable
 
 router = APIRouter(tags=["models"])
@@ -40,11 +39,10 @@ class ModelList(BaseModel):
 
 
 @router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
-async def list_models(request: Request, settings: SettingsDep) -> JSONResponse:
+async def list_models(services: ServicesDep) -> JSONResponse:
     """The base model and every LoRA adapter vLLM reports (base first); with a Gemini key, each one's ``+gemini``
     variant and the Gemini-only model. If vLLM is down but Gemini is configured, the Gemini entries alone."""
-    vllm = cast(VllmBackend | None, request.state.vllm)
-    gemini = cast(GeminiBackend | None, request.state.gemini)
+    settings, vllm, gemini = services.settings, services.vllm, services.gemini
     served: list[ServedModel] = []
     if vllm is None and gemini is None:
         raise BackendUnavailable("No model backend is configured.", code="no_backend", retry_after=5)

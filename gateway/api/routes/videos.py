@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.api.deps import ServicesDep
 from gateway.api.video_refs import VideoRef, resolve
 from gateway.errors import NotFound, VChatError, excerpt
-from gateway.media.library import Asset, VideoLibrary
+from gateway.media.library import Asset
 
 router = APIRouter(tags=["videos"])
 
@@ -40,34 +40,30 @@ class VideoRequest(BaseModel):
         return VideoRef("file", str(self.file_id), "file_id")
 
 
-def _library(request: Request) -> VideoLibrary:
-    return cast(VideoLibrary, request.state.media)
-
-
 def video_object(asset: Asset) -> dict[str, object]:
     return {"id": asset.id, "object": "video", "facts": dataclasses.asdict(asset.facts),
             "content_url": f"/v1/videos/{asset.id}/content"}
 
 
 @router.post("/v1/videos")
-async def add_video(body: VideoRequest, request: Request) -> JSONResponse:
+async def add_video(body: VideoRequest, services: ServicesDep) -> JSONResponse:
     """Fetch (or find in the cache), check and sanitize a video; answer with its facts and a playable URL."""
-    asset = await resolve(body.ref(), _library(request))
+    asset = await resolve(body.ref(), services.media)
     return JSONResponse(video_object(asset))
 
 
 @router.get("/v1/videos/{video_id}/content", response_model=None)
-async def video_content(video_id: str, request: Request) -> FileResponse:
+async def video_content(video_id: str, services: ServicesDep) -> FileResponse:
     """The sanitized MP4 (range requests work, so players can seek)."""
-    stored = await _library(request).store.get(video_id)
+    stored = await services.media.store.get(video_id)
     if stored is None or not await asyncio.to_thread(stored.video.is_file):
         raise NotFound(f"No cached video {excerpt(video_id)}.", param="video_id", code="video_not_found")
     return FileResponse(stored.video, media_type="video/mp4")
 
 
 @router.get("/v1/videos/{video_id}")
-async def get_video(video_id: str, request: Request) -> JSONResponse:
-    library = _library(request)
+async def get_video(video_id: str, services: ServicesDep) -> JSONResponse:
+    library = services.media
     stored = await library.store.get(video_id)
     if stored is None:
         raise NotFound(f"No cached video {excerpt(video_id)}.", param="video_id", code="video_not_found")

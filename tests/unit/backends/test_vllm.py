@@ -11,8 +11,15 @@ import httpx2
 import pytest
 
 from gateway.backends import vllm as vllm_module
-from gateway.backends.vllm import VllmBackend
-from gateway.errors import BackendTimeout, BackendUnavailable, InvalidRequest, VChatError
+from gateway.backends.vllm import ChatCall, VllmBackend
+from gateway.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ContextExceeded,
+    EncoderCacheExceeded,
+    InvalidRequest,
+    VChatError,
+)
 from tests.support.vllm_wire import (
     MODEL,
     STALL,
@@ -30,12 +37,12 @@ from tests.support.vllm_wire import (
 )
 
 BASE = "http://vllm.test:8000"
-PARAMS: dict[str, object] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+PARAMS = ChatCall(MODEL, [{"role": "user", "content": "hi"}], {"max_tokens": 16})
 
 
-async def stream_text(backend: VllmBackend, params: dict[str, object] = PARAMS) -> str:
+async def stream_text(backend: VllmBackend, call: ChatCall = PARAMS) -> str:
     text = ""
-    async with aclosing(await backend.chat_stream(params)) as chunks:
+    async with aclosing(await backend.chat_stream(call)) as chunks:
         async for piece in chunks:
             for choice in piece.choices:
                 text += choice.delta.content or ""
@@ -151,6 +158,7 @@ async def test_a_context_refusal_is_the_clients_400_naming_the_field() -> None:
         await with_backend([error_reply(400, message)], stream_text)
     error = caught.value
     assert (error.status_code, error.code, error.param) == (400, "context_length_exceeded", "max_tokens")
+    assert isinstance(error, ContextExceeded) and error.limit == 8192
     assert error.message == f"vLLM refused the request: {message}"
 
 
@@ -212,9 +220,9 @@ async def test_an_error_event_for_the_clients_input_mid_stream_is_a_400() -> Non
     # vLLM validates multimodal input late: the refusal arrives as an SSE event after the 200.
     late = stream_reply(["<think>"], then=[sse(vllm_error(400, "video exceeds the pre-allocated encoder cache "
                                                               "size 8960"))])
-    with pytest.raises(InvalidRequest, match="encoder cache size 8960") as caught:
+    with pytest.raises(EncoderCacheExceeded, match="encoder cache size 8960") as caught:
         await with_backend([late], stream_text)
-    assert caught.value.status_code == 400
+    assert (caught.value.status_code, caught.value.limit) == (400, 8960)
 
 
 async def test_a_503_event_mid_stream_is_a_503() -> None:

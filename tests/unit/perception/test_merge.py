@@ -10,13 +10,12 @@ import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from gateway.backends.gemini import GeminiAnswer, GeminiBackend, GeminiDelta, GeminiDone, GeminiEvent, GeminiUsage
 from gateway.errors import BackendTimeout, BackendUnavailable
-from gateway.media.library import Asset, VideoFacts
+from gateway.media.library import Asset, LinkedVideo, VideoFacts
 from gateway.media.probe import Probe
 from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished, Usage
 from gateway.perception.merge import (
@@ -79,7 +78,7 @@ class FakeGemini:
     def answer(self) -> GeminiAnswer:
         return GeminiAnswer(self.text, "gemini-test-001", GeminiUsage(5, 3), "inline")
 
-    async def describe(self, asset: Asset, prompt: str, *, temperature: float | None = None,
+    async def describe(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
                        max_output_tokens: int | None = None, deadline_s: float) -> GeminiAnswer:
         self.prompts.append(prompt)
         try:
@@ -92,7 +91,7 @@ class FakeGemini:
             raise self.fail
         return self.answer()
 
-    async def describe_stream(self, asset: Asset, prompt: str, *, temperature: float | None = None,
+    async def describe_stream(self, asset: Asset | LinkedVideo, prompt: str, *, temperature: float | None = None,
                               max_output_tokens: int | None = None,
                               deadline_s: float) -> AsyncGenerator[GeminiEvent, None]:
         self.prompts.append(prompt)
@@ -109,7 +108,7 @@ class FakeGemini:
 
 async def merged(local: FakeLoop | None, gemini: FakeGemini | None, mode: MergeMode | None,
                  local_down: str | None = None) -> list[MergedEvent]:
-    sources = Sources(cast(PerceptionLoop | None, local), cast(GeminiBackend | None, gemini), mode, local_down)
+    sources = Sources(local, gemini, mode, local_down)  # the fakes implement the merge's Protocols
     async with aclosing(Merger(sources, gemini_deadline_s=5).run(ASSET, REQ)) as events:
         return [event async for event in events]
 
@@ -175,7 +174,7 @@ async def test_both_failing_is_one_503_naming_both() -> None:
 
 async def test_a_client_leaving_cancels_the_pending_gemini_call() -> None:
     local, gemini = FakeLoop(), FakeGemini(hold=asyncio.Event())
-    sources = Sources(cast(PerceptionLoop, local), cast(GeminiBackend, gemini), "gemini_context")
+    sources = Sources(local, gemini, "gemini_context")
     events = Merger(sources, gemini_deadline_s=5).run(ASSET, REQ)
     async with aclosing(events):
         consumer = asyncio.ensure_future(_drain(events))
