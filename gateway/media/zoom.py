@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.media.resize import FRAME_FACTOR
 from gateway.media.sampling import FrameSelection, Span, select_frames, uniform_indices
+from videochat_r15.geometry import FRAME_FACTOR
 
 # Up to this length the official weighting (glued frames 1.5x denser) is kept exactly: it is what the model was
 # trained and evaluated with. Beyond it 1.5x of a sparse round is still sparse: an hour at 64 frames gives a

@@ -8,18 +8,12 @@ from dataclasses import dataclass
 
 from gateway.errors import InvalidRequest
 from gateway.media.plan import FrameLimits, FramePlan, VideoInfo, plan_frames
-from gateway.media.resize import video_frame_size, visual_tokens
 from gateway.media.sampling import FPS_MIN_FRAMES, smart_nframes
+from videochat_r15.geometry import video_frame_size, visual_tokens
+from videochat_r15.template import text_tokens
 
-# Qwen2.5-VL's chat template around one user turn: the default system line, role and vision markers (~30).
-TEMPLATE_TOKENS = 64
 # A reply the gateway may shorten to fit the context is never planned shorter than this.
 MIN_REPLY_TOKENS = 256
-
-
-def text_tokens(text: str) -> int:
-    """An upper bound on the tokens of a round's text: a byte-level BPE token is never shorter than one byte."""
-    return len(text.encode()) + TEMPLATE_TOKENS
 
 
 @dataclass(frozen=True)

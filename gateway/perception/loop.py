@@ -22,9 +22,9 @@ from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
 from gateway.media.zoom import round_frames
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round
-from gateway.perception.prompts import Reply, parse_reply, round_prompt
-from gateway.perception.tags import Channel, TagSplitter
 from gateway.settings import Settings
+from videochat_r15.prompts import Reply, parse_reply, round_prompt
+from videochat_r15.tags import Channel, TagSplitter
 
 logger = logging.getLogger(__name__)
 _ENCODER_CACHE = re.compile(r"encoder cache size (\d+)")
