@@ -76,19 +76,19 @@ def _building(out: Path) -> Iterator[None]:
 
 def build_tiny_model() -> Path:
     """The tiny model, built once per version of its builder (cached under var/test-cache)."""
-    source = (ROOT / "vllm_launch" / "tiny_model.py").read_bytes()
+    source = (ROOT / "testmodel" / "tiny_model.py").read_bytes()
     out = TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}"
     with _building(out):
         if not (out / "config.json").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(tmp)], check=True, cwd=ROOT)
+            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.tiny_model", str(tmp)], check=True, cwd=ROOT)
             tmp.rename(out)
     return out
 
 
 # What the taught model is made by: the factory, the prompts it is taught on and the inputs it is taught with.
 TAUGHT_MODEL_SOURCES = (
-    "vllm_launch/tiny_model.py", "vllm_launch/teach.py",
+    "testmodel/tiny_model.py", "testmodel/teach.py", "testmodel/rounds.py", "testmodel/frames.py",
     "videochat_r15/prompts.py", "videochat_r15/inputs.py", "videochat_r15/decoding.py",
 )
 
@@ -101,13 +101,13 @@ def _contents_digest(sources: tuple[str, ...]) -> str:
 
 
 def build_taught_model() -> Path:
-    """The tiny model taught R1.5's reply shape (vllm_launch.teach), built once per version of its sources."""
+    """The tiny model taught R1.5's reply shape (testmodel.teach), built once per version of its sources."""
     out = TEST_CACHE / f"taught-model-{_contents_digest(TAUGHT_MODEL_SOURCES)}"
     base = build_tiny_model()
     with _building(out):
         if not (out / "config.json").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.teach", str(base), str(tmp)], check=True, cwd=ROOT)
+            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.teach", str(base), str(tmp)], check=True, cwd=ROOT)
             tmp.rename(out)
     return out
 

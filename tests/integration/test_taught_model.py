@@ -26,10 +26,10 @@ import json, sys
 from pathlib import Path
 import numpy as np, torch
 from transformers import Qwen2_5_VLForConditionalGeneration
+from testmodel.frames import extract_frames
 from videochat_r15.prompts import round_prompt
 from videochat_r15.decoding import greedy
 from videochat_r15.inputs import Encoder, Round, decode_jpeg
-from vllm_launch.teach import extract_frames
 
 model_dir, clip = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(2)
