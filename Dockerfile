@@ -3,7 +3,7 @@
 #   gateway (the default target): `pip install .` from pyproject.toml, plus Debian's ffmpeg (the Makefile's
 #           APT_PACKAGES); no torch, no vLLM.        docker build -t vchat-gateway .
 #   vllm-cpu: vLLM on CPU for compose's `cpu` profile, by vllm_launch/install_cpu.sh (the installer `make test`
-#           runs), serving the tiny test model built by vllm_launch.tiny_model.
+#           runs), serving the tiny test model built by testmodel.tiny_model.
 #                                                    docker build --target vllm-cpu -t vchat-vllm-cpu:0.32.0 .
 # On a GPU, vLLM runs from the official vllm/vllm-openai image (docker-compose.yml, k8s/).
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -17,8 +17,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/vchat
 COPY vllm_launch/ vllm_launch/
+COPY testmodel/ testmodel/
 RUN PYTHON=python3 bash vllm_launch/install_cpu.sh /opt/vllm \
- && /opt/vllm/bin/python -m vllm_launch.tiny_model /opt/vchat/tiny-model \
+ && /opt/vllm/bin/python -m testmodel.tiny_model /opt/vchat/tiny-model \
  && rm -rf /root/.cache/pip
 RUN useradd --uid 10001 --user-group --create-home --home-dir /home/vchat vchat \
  && mkdir -p /vchat/media /vchat/adapters /vchat/hf-cache \

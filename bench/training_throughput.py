@@ -31,7 +31,7 @@ SHAPES = [(1, 1), (2, 1), (1, 4)]  # (batch size, gradient accumulation)
 def tiny_model() -> Path:
     out = CACHE / "tiny-model"
     if not (out / "config.json").is_file():
-        from vllm_launch.tiny_model import build
+        from testmodel.tiny_model import build
 
         print(f"building {out.relative_to(ROOT)} (once)…", flush=True)
         build(out)

@@ -76,27 +76,38 @@ def _building(out: Path) -> Iterator[None]:
 
 def build_tiny_model() -> Path:
     """The tiny model, built once per version of its builder (cached under var/test-cache)."""
-    source = (ROOT / "vllm_launch" / "tiny_model.py").read_bytes()
+    source = (ROOT / "testmodel" / "tiny_model.py").read_bytes()
     out = TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}"
     with _building(out):
         if not (out / "config.json").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(tmp)], check=True, cwd=ROOT)
+            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.tiny_model", str(tmp)], check=True, cwd=ROOT)
             tmp.rename(out)
     return out
 
 
+# What the taught model is made by: the factory, the prompts it is taught on and the inputs it is taught with.
+TAUGHT_MODEL_SOURCES = (
+    "testmodel/tiny_model.py", "testmodel/teach.py", "testmodel/rounds.py", "testmodel/frames.py",
+    "videochat_r15/prompts.py", "videochat_r15/inputs.py", "videochat_r15/decoding.py",
+)
+
+
+def _contents_digest(sources: tuple[str, ...]) -> str:
+    """A key from the files' contents alone (sorted, so neither a file's path nor its place in the list counts):
+    moving a source keeps the cached model, changing one builds it again."""
+    digests = sorted(hashlib.sha256((ROOT / source).read_bytes()).digest() for source in sources)
+    return hashlib.sha256(b"".join(digests)).hexdigest()[:12]
+
+
 def build_taught_model() -> Path:
-    """The tiny model taught R1.5's reply shape (vllm_launch.teach), built once per version of its sources."""
-    digest = hashlib.sha256()
-    for source in ("vllm_launch/tiny_model.py", "vllm_launch/teach.py", "gateway/perception/prompts.py"):
-        digest.update(source.encode() + b"\0" + (ROOT / source).read_bytes() + b"\0")
-    out = TEST_CACHE / f"taught-model-{digest.hexdigest()[:12]}"
+    """The tiny model taught R1.5's reply shape (testmodel.teach), built once per version of its sources."""
+    out = TEST_CACHE / f"taught-model-{_contents_digest(TAUGHT_MODEL_SOURCES)}"
     base = build_tiny_model()
     with _building(out):
         if not (out / "config.json").is_file():
             tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "vllm_launch.teach", str(base), str(tmp)], check=True, cwd=ROOT)
+            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.teach", str(base), str(tmp)], check=True, cwd=ROOT)
             tmp.rename(out)
     return out
 

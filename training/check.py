@@ -21,7 +21,7 @@ from training.conversation import Turn, prompted
 from training.dataset import DatasetInvalid, load_dataset
 from training.export import MANIFEST
 from training.frames import FrameSettings, VideoFrames
-from vllm_launch.teach import decode_greedy
+from videochat_r15.decoding import decode_greedy
 
 
 def greedy(model: Any, encoder: Encoder, turns: Sequence[Turn], frames: VideoFrames, max_new_tokens: int = 64) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from training.conversation import Turn
 from training.frames import VideoFrames
-from vllm_launch.teach import ModelTokens, decode_jpeg, vllm_positions
+from videochat_r15.inputs import ModelTokens, decode_jpeg, vllm_positions
 
 IGNORE = -100
 

@@ -35,7 +35,7 @@ GPU_MODEL = "OpenGVLab/VideoChat-R1_5-7B"
 CPU_VLLM_VERSION = _installer_pin()
 CPU_IMAGE = f"vchat-vllm-cpu:{CPU_VLLM_VERSION}"
 CPU_PYTHON = "/opt/vllm/bin/python"
-CPU_MODEL = "/opt/vchat/tiny-model"  # built into the CPU image by vllm_launch.tiny_model
+CPU_MODEL = "/opt/vchat/tiny-model"  # built into the CPU image by testmodel.tiny_model
 
 # Paths inside the containers (absolute and free of symlinks, so rendering does not depend on this machine).
 MEDIA_DIR = "/vchat/media"  # the gateway's media cache; vLLM's --allowed-local-media-path

@@ -46,7 +46,7 @@ def ensure_tiny_model(python: Path, out_dir: Path = TINY_MODEL_DIR) -> Path:
     """Build the tiny test model into ``out_dir`` once (it is seeded, so a rebuild gives the same files)."""
     if (out_dir / "config.json").is_file() and (out_dir / "model.safetensors").is_file():
         return out_dir
-    subprocess.run([str(python), "-m", "vllm_launch.tiny_model", str(out_dir)], check=True, cwd=ROOT,
+    subprocess.run([str(python), "-m", "testmodel.tiny_model", str(out_dir)], check=True, cwd=ROOT,
                    stdout=sys.stderr)
     return out_dir
 

@@ -20,8 +20,8 @@ from gateway.errors import InvalidRequest
 from gateway.media.library import Asset, VideoLibrary
 from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished
 from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
-from gateway.perception.prompts import split_options
 from gateway.settings import Settings
+from videochat_r15.prompts import split_options
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gateway.media.resize import (
+from gateway.media.sampling import FPS, FPS_MAX_FRAMES, FPS_MIN_FRAMES, smart_nframes
+from videochat_r15.geometry import (
     FRAME_FACTOR,
     IMAGE_FACTOR,
     MAX_RATIO,
@@ -18,7 +19,6 @@ from gateway.media.resize import (
     video_frame_size,
     visual_tokens,
 )
-from gateway.media.sampling import FPS, FPS_MAX_FRAMES, FPS_MIN_FRAMES, smart_nframes
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.media.resize import FRAME_FACTOR, ceil_by_factor, floor_by_factor
+from videochat_r15.geometry import FRAME_FACTOR, ceil_by_factor, floor_by_factor
 
 FPS = 2.0
 FPS_MIN_FRAMES = 4

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.media.resize import FRAME_FACTOR
 from gateway.media.sampling import FrameSelection, Span, select_frames, uniform_indices
+from videochat_r15.geometry import FRAME_FACTOR
 
 # The official weighting (glued frames 1.5x denser, the round declared at its average fps) is what the model was
 # trained and evaluated with, LongVideoBench's hour-long videos included, so it is the default. Beyond this length

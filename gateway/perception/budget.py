@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 from gateway.errors import InvalidRequest
 from gateway.media.plan import FrameLimits, FramePlan, VideoInfo, plan_frames
-from gateway.media.resize import video_frame_size, visual_tokens
 from gateway.media.sampling import FPS_MIN_FRAMES, smart_nframes
+from videochat_r15.geometry import video_frame_size, visual_tokens
+from videochat_r15.template import text_tokens
 
-# Qwen2.5-VL's chat template around one user turn: the default system line, role and vision markers (~30).
-TEMPLATE_TOKENS = 64
 # A reply the gateway may shorten to fit the context is never planned shorter than this.
 MIN_REPLY_TOKENS = 256
 # Frames are planned for a round's text rounded up to these steps, not for its exact length: two questions about one
@@ -21,11 +20,6 @@ MIN_REPLY_TOKENS = 256
 # for a frame more, and one different frame changes every JPEG vLLM sees.
 PLANNED_TEXT_MIN = 1024
 PLANNED_TEXT_STEP = 512
-
-
-def text_tokens(text: str) -> int:
-    """An upper bound on the tokens of a round's text: a byte-level BPE token is never shorter than one byte."""
-    return len(text.encode()) + TEMPLATE_TOKENS
 
 
 def planned_text_tokens(text: str) -> int:

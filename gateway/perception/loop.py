@@ -20,16 +20,16 @@ from gateway.media.framecache import Frames
 from gateway.media.frames import JPEG_QSCALE
 from gateway.media.library import Asset, VideoLibrary
 from gateway.media.plan import FrameLimits
-from gateway.media.resize import visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
 from gateway.media.subtitles import Line
 from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round, text_room
-from gateway.perception.prompts import Reply, parse_reply, round_prompt
 from gateway.perception.subtitles import covered, preamble_bytes, thin, with_subtitles
-from gateway.perception.tags import Channel, TagSplitter
 from gateway.settings import Settings
+from videochat_r15.geometry import visual_tokens
+from videochat_r15.prompts import Reply, parse_reply, round_prompt
+from videochat_r15.tags import Channel, TagSplitter
 
 logger = logging.getLogger(__name__)
 

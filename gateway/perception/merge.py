@@ -21,7 +21,7 @@ from gateway.backends.gemini import GeminiAnswer, GeminiDelta, GeminiDone, Gemin
 from gateway.errors import BackendUnavailable, VChatError
 from gateway.media.library import Asset, LinkedVideo
 from gateway.perception.loop import Event, LoopRequest, Piece, RoundFinished
-from gateway.perception.prompts import format_options
+from videochat_r15.prompts import format_options
 
 logger = logging.getLogger(__name__)
 

@@ -19,15 +19,17 @@ GLUE_REPLY = "<think>The bars move.</think><answer>B</answer><glue>[(1.0, 2.5)]<
 FINAL_REPLY = "<think>The bars move.</think><answer>B</answer>"
 
 # Runs in the vLLM environment: 12 JPEG frames (224x168, 2 fps) of the clip, one intermediate and one final
-# round. Greedy decoding uses vLLM's M-RoPE positions (teach.greedy): transformers' own generate() places the
+# round. Greedy decoding uses vLLM's M-RoPE positions (videochat_r15.decoding): transformers' own generate() places the
 # text after the video at another position than vLLM does, so it would not check what vLLM serves.
 CHECK = """
 import json, sys
 from pathlib import Path
 import numpy as np, torch
 from transformers import Qwen2_5_VLForConditionalGeneration
-from gateway.perception.prompts import round_prompt
-from vllm_launch.teach import Encoder, Round, decode_jpeg, extract_frames, greedy
+from testmodel.frames import extract_frames
+from videochat_r15.prompts import round_prompt
+from videochat_r15.decoding import greedy
+from videochat_r15.inputs import Encoder, Round, decode_jpeg
 
 model_dir, clip = Path(sys.argv[1]), Path(sys.argv[2])
 torch.set_num_threads(2)

@@ -31,7 +31,7 @@ def _model_venv_installed() -> None:
 
 def _build(out_dir: Path, seed: int = 0) -> str:
     proc = subprocess.run(
-        [str(VLLM_PYTHON), "-m", "vllm_launch.tiny_model", str(out_dir), "--seed", str(seed)],
+        [str(VLLM_PYTHON), "-m", "testmodel.tiny_model", str(out_dir), "--seed", str(seed)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -62,7 +62,7 @@ def test_readme_names_the_real_perception_round_and_top_level_keys() -> None:
     from gateway.api.answers import AnswerBuilder
     from gateway.media.library import LinkedVideo
     from gateway.perception.loop import LoopRequest, RoundFinished, RoundStarted, Usage
-    from gateway.perception.prompts import parse_reply
+    from videochat_r15.prompts import parse_reply
 
     request = LoopRequest(model="m", question="q", options=None, iterations=1, max_frames=4, fps=2.0, sampling={})
     video = LinkedVideo(id="v", page_url="https://www.youtube.com/watch?v=x", fetch=None)  # type: ignore[arg-type]

@@ -122,6 +122,9 @@ def test_vllm_cpu_image_uses_the_ci_installer_and_the_rendered_paths() -> None:
     python = deployment.CPU_PYTHON
     venv = python.removesuffix("/bin/python")
     assert f"bash vllm_launch/install_cpu.sh {venv}" in runs
-    assert f"{python} -m vllm_launch.tiny_model {deployment.CPU_MODEL}" in runs
+    assert f"{python} -m testmodel.tiny_model {deployment.CPU_MODEL}" in runs
+    # What the stage runs with `python -m` is copied in first: the installer's package and the test-model factory.
+    copied = {copy.split()[0] for copy in _all(stage, "COPY")}
+    assert {"vllm_launch/", "testmodel/"} <= copied, copied
     assert int(_all(stage, "USER")[0].split(":")[0]) != 0
     assert load_compose()["services"]["vllm-cpu"]["image"] == deployment.CPU_IMAGE

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from gateway.media.plan import FrameLimits, FramePlan, VideoInfo, plan_frames
-from gateway.media.resize import VIDEO_MIN_PIXELS, VIDEOMME_TOTAL_PIXELS, video_frame_size, visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, smart_nframes
+from videochat_r15.geometry import VIDEO_MIN_PIXELS, VIDEOMME_TOTAL_PIXELS, video_frame_size, visual_tokens
 
 HD_MINUTE = VideoInfo(duration_s=60.0, fps=30.0, width=1920, height=1080, total_frames=1800)
 

@@ -8,11 +8,12 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.media.plan import FrameLimits, VideoInfo
-from gateway.media.resize import MODEL_CARD_TOTAL_PIXELS, visual_tokens
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames
-from gateway.perception.budget import MIN_REPLY_TOKENS, plan_round, text_tokens
-from gateway.perception.prompts import round_prompt
+from gateway.perception.budget import MIN_REPLY_TOKENS, plan_round
 from gateway.settings import Settings
+from videochat_r15.geometry import MODEL_CARD_TOTAL_PIXELS, visual_tokens
+from videochat_r15.prompts import round_prompt
+from videochat_r15.template import text_tokens
 
 HOUR = VideoInfo(duration_s=3600.0, fps=30.0, width=1920, height=1080, total_frames=108_000)
 PROMPT = round_prompt("What moves?", ["A. nothing", "B. the bars"], glue=True)

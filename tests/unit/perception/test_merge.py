@@ -28,7 +28,7 @@ from gateway.perception.merge import (
     Section,
     Sources,
 )
-from gateway.perception.prompts import parse_reply
+from videochat_r15.prompts import parse_reply
 
 REQ = LoopRequest(model="videochat-r1.5", question="What moves?", options=None, iterations=2, max_frames=16,
                   fps=2.0, sampling={"temperature": 0.5})

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gateway.media.subtitles import Line
-from gateway.perception.prompts import round_prompt
 from gateway.perception.subtitles import covered, thin, with_subtitles
+from videochat_r15.prompts import round_prompt
 
 
 def test_the_preamble_is_eval_longvideos_byte_for_byte() -> None:

@@ -1,4 +1,4 @@
-"""gateway.media.resize against Qwen's smart_resize and VideoChat-R1.5's per-frame pixel budget.
+"""videochat_r15.geometry against Qwen's smart_resize and VideoChat-R1.5's per-frame pixel budget.
 
 `_official_smart_resize` and `_official_frame_size` transcribe OpenGVLab/VideoChat-R1,
 Videochat-R1.5/src_eval/my_vision_process.py (smart_resize, and the resize part of fetch_video).
@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from gateway.media.resize import (
+from videochat_r15.geometry import (
     MODEL_CARD_TOTAL_PIXELS,
     VIDEO_MIN_PIXELS,
     VIDEO_TOTAL_PIXELS,

@@ -1,11 +1,11 @@
-"""gateway.perception.tags: the streamed split of a reply matches the official answer at any chunk boundary."""
+"""videochat_r15.tags: the streamed split of a reply matches the official answer at any chunk boundary."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.perception.prompts import parse_reply
-from gateway.perception.tags import Channel, TagSplitter
+from videochat_r15.prompts import parse_reply
+from videochat_r15.tags import Channel, TagSplitter
 
 
 def split(chunks: list[str]) -> dict[Channel, str]:

@@ -1,4 +1,4 @@
-"""gateway.perception.prompts: the official R1.5 prompt text, option detection and reply parsing."""
+"""videochat_r15.prompts: the official R1.5 prompt text, option detection and reply parsing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gateway.perception.prompts import Reply, parse_reply, round_prompt, split_options
+from videochat_r15.prompts import Reply, parse_reply, round_prompt, split_options
 
 OPTIONS = ["A. Apples.", "B. Candles.", "C. Berries.", "D. The three kinds are of the same number."]
 QUESTION = "Which kind of decoration has the largest number?"
