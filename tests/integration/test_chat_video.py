@@ -221,7 +221,10 @@ def test_a_forbidden_link_quoted_in_the_text_is_answered_as_text(vllm: VllmHandl
     assert origin.hits == {}
     vllm_port = httpx.URL(vllm.base_url).port
     assert [c for c in net.connects if c[1] not in (gw.port, vllm_port)] == [], net.connects
-    assert host not in net.lookups
+    if where == "private":
+        # The guard refuses a private literal outright; the loopback one is checked against the allowed hosts by
+        # getaddrinfo, which for an IP literal asks no resolver. Either way nothing was connected to (above).
+        assert host not in net.lookups
 
 
 def test_unknown_model_and_too_many_iterations(gw: LiveGateway, origin: Origin, clip: Path) -> None:
