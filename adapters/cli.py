@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adapters.registry import AdapterError, AdapterRegistry
 from adapters.replicas import ReplicaResult, load_everywhere, unload_everywhere
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 
 def _registry(settings: Settings) -> AdapterRegistry:

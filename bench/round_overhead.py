@@ -40,9 +40,9 @@ from gateway.backends.vllm import Generated, RoundCall  # noqa: E402
 from gateway.media.library import open_library  # noqa: E402
 from gateway.metrics import Metrics  # noqa: E402
 from gateway.perception.loop import PerceptionLoop, RoundStarted  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
 from tests.support.clips import make_clip  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
+from vchat_settings import Settings  # noqa: E402
 
 CACHE = ROOT / "var" / "bench-cache"
 MODEL = "videochat-r1.5"

@@ -56,7 +56,6 @@ def main() -> None:
     options = parser.parse_args()
     import torch
 
-    from gateway.settings import Settings
     from training.collate import Encoder
     from training.conversation import prompted
     from training.dataset import load_dataset
@@ -64,6 +63,7 @@ def main() -> None:
     from training.model import add_lora, load_base, placement
     from training.options import parse_args
     from training.train import train
+    from vchat_settings import Settings
 
     base = tiny_model()
     with tempfile.TemporaryDirectory(prefix="vchat-bench-train-") as tmp:

@@ -20,7 +20,7 @@ from gateway.backends.vllm import VllmBackend
 from gateway.media.library import open_library
 from gateway.metrics import Metrics
 from gateway.perception.loop import PerceptionLoop, RoundModel
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 
 class State(TypedDict):

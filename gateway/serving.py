@@ -1,4 +1,5 @@
-"""Serves the app with uvicorn under the connection limits from settings, including a deadline for headers."""
+"""Serves the app with uvicorn under the connection limits from settings, including a deadline for headers
+(``serve``: what ``vchat serve`` and ``python -m gateway`` run)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.settings import Settings
+from gateway.app import create_app
+from gateway.logs import configure_logging
+from vchat_settings import Settings
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -59,3 +62,9 @@ def uvicorn_config(app: object, settings: Settings, **overrides: object) -> uvic
         "limit_concurrency": settings.http_max_connections, "timeout_graceful_shutdown": 5, **overrides,
     }
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def serve(settings: Settings) -> None:
+    """Runs the gateway until SIGINT/SIGTERM: logging configured, the app built, uvicorn serving it."""
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

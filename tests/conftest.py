@@ -23,10 +23,10 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.serving import uvicorn_config
-from gateway.settings import Settings
 from tests.support import netaudit
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
+from vchat_settings import Settings
 from vllm_launch.server import VllmServer
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for

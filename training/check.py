@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from gateway.settings import Settings
+    from vchat_settings import Settings
 
     manifest = json.loads((args.adapter / MANIFEST).read_text())
     base = args.base or Path(manifest["base_model_path"])

@@ -14,11 +14,11 @@ import tempfile
 from pathlib import Path
 
 from adapters.validate import check_name
-from gateway.settings import Settings
 from training import __version__
 from training.dataset import Dataset, DatasetInvalid, load_dataset
 from training.frames import FrameSettings
 from training.options import TrainConfig, parse_args
+from vchat_settings import Settings
 
 logger = logging.getLogger("training")
 

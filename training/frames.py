@@ -14,7 +14,7 @@ from gateway.media.plan import FrameLimits, plan_frames
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames
 from gateway.media.sanitize import sanitize
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 # Videos probed and decoded at once: ffmpeg is the bottleneck, and the machine is shared.
 CONCURRENCY = 2

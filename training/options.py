@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vllm_launch.settings import ALLOWED_LORA_RANKS
+from vchat_settings import ALLOWED_LORA_RANKS
 
 PromptFormat = Literal["r15", "raw"]
 

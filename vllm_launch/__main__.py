@@ -8,8 +8,7 @@ import json
 import signal
 import sys
 
-from pydantic import ValidationError
-
+from vchat_settings import load_settings
 from vllm_launch.server import LaunchError
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for
@@ -21,12 +20,7 @@ def main() -> None:
     parser.add_argument("--print-args", action="store_true", help="print the vLLM arguments as JSON and exit")
     parser.add_argument("--no-install", action="store_true", help="do not install the vLLM stack")
     options = parser.parse_args()
-    try:
-        settings = LaunchSettings()
-    except ValidationError as exc:
-        from gateway.setting_errors import settings_error_line
-
-        sys.exit(f"vllm_launch: {settings_error_line(exc, LaunchSettings)}")
+    settings = load_settings(LaunchSettings, "vllm_launch")
     interrupt_on_stop_signals()  # while installing: nothing of ours runs yet, so plain KeyboardInterrupt will do
     try:
         launch = prepare(settings, install=not (options.no_install or options.print_args))

@@ -8,10 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from gateway.setting_errors import settings_error_line
-from gateway.settings import Settings
+from vchat_settings import Settings, load_settings
 from vllm_launch.server import LaunchError, VllmServer, log_tail, stop_group
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT, prepare, server_for
@@ -26,16 +23,9 @@ def _say(message: str) -> None:
 
 
 def _load() -> tuple[LaunchSettings, Settings]:
-    try:
-        launch_settings = LaunchSettings()
-    except ValidationError as exc:
-        sys.exit(f"vchat dev: {settings_error_line(exc, LaunchSettings)}")
+    launch_settings = load_settings(LaunchSettings, "vchat dev")
     os.environ.setdefault("VCHAT_VLLM_URL", f"http://{launch_settings.vllm_host}:{launch_settings.vllm_port}")
-    try:
-        gateway_settings = Settings()
-    except ValidationError as exc:
-        sys.exit(f"vchat dev: {settings_error_line(exc, Settings)}")
-    return launch_settings, gateway_settings
+    return launch_settings, load_settings(Settings, "vchat dev")
 
 
 def _start_gateway(log_path: Path) -> subprocess.Popen[bytes]:

@@ -9,16 +9,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gateway.settings import ALLOWED_LORA_RANKS, SharedSettings
-
-__all__ = ["ALLOWED_LORA_RANKS", "LaunchSettings"]
+from vchat_settings import SharedSettings
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 class LaunchSettings(SharedSettings):
     """How to run vLLM: which model, where, with which limits and adapters (the settings it shares with the
-    gateway, model and served name, adapter and media folders, API key and LoRA rank, are ``SharedSettings``)."""
+    gateway, model and served name, adapter and media folders, API key and LoRA rank, are
+    ``vchat_settings.SharedSettings``)."""
 
     vllm_host: str = Field("127.0.0.1", description="Address vLLM listens on (keep it private).")
     vllm_port: int = Field(8001, ge=1, le=65535, description="Port vLLM listens on.")

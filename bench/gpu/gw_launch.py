@@ -15,9 +15,9 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.backends.vllm import Generated, RoundCall, VllmBackend
-from gateway.cli import load_settings
 from gateway.logs import configure_logging
 from gateway.serving import uvicorn_config
+from vchat.cli import load_settings
 
 
 class Capturing:

@@ -11,7 +11,7 @@ from gateway.errors import BackendUnavailable
 from gateway.media.library import VideoLibrary
 from gateway.metrics import Metrics
 from gateway.perception.loop import PerceptionLoop
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 
 @dataclass(frozen=True)

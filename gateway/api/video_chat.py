@@ -20,7 +20,7 @@ from gateway.errors import InvalidRequest
 from gateway.media.library import Asset, VideoLibrary
 from gateway.perception.loop import LoopRequest, Piece, Replying, RoundFinished
 from gateway.perception.merge import GeminiFinished, GeminiText, Merger, Sources
-from gateway.settings import Settings
+from vchat_settings import Settings
 from videochat_r15.prompts import split_options
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, VChatE
 from gateway.media.guard import HostPolicy, check_url
 from gateway.media.redirects import loggable_url, send_following
 from gateway.media.space import MakeRoom, Spool, full_disk_refused
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 logger = logging.getLogger(__name__)
 

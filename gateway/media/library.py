@@ -34,7 +34,7 @@ from gateway.media.store import MediaStore, StoredObject, write_json_atomic
 from gateway.media.subtitles import TextLimits, Transcript, extract, read_text
 from gateway.media.subtitles import load as load_transcript
 from gateway.media.transport import guarded_async_client
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from gateway.errors import MediaTooLarge, NotAVideo
 from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 from gateway.media.plan import VideoInfo
 from gateway.media.subtitles import TEXT_CODECS
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.errors import InsufficientStorage
 from gateway.media.ffmpeg import ToolResult
-from gateway.settings import SharedSettings
+from vchat_settings import SharedSettings
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
 from gateway.perception.budget import RoundPlan, plan_round, text_room
 from gateway.perception.subtitles import covered, preamble_bytes, thin, with_subtitles
-from gateway.settings import Settings
+from vchat_settings import Settings
 from videochat_r15.geometry import visual_tokens
 from videochat_r15.prompts import Reply, parse_reply, round_prompt
 from videochat_r15.tags import Channel, TagSplitter

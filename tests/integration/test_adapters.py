@@ -65,7 +65,7 @@ def test_cli_add_loads_into_every_replica_and_serves(vllm: VllmHandle, second_re
     store = tmp_path / "store"
     env = {**os.environ, "VCHAT_ADAPTERS_DIR": str(store), "VCHAT_MODEL": str(vllm.model_dir),
            "VCHAT_MAX_LORA_RANK": "8", "VCHAT_VLLM_REPLICAS": replicas}
-    add = subprocess.run([sys.executable, "-m", "gateway", "adapters", "add", str(adapter_src), "--name", "tuned-a"],
+    add = subprocess.run([sys.executable, "-m", "vchat", "adapters", "add", str(adapter_src), "--name", "tuned-a"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert add.returncode == 0, add.stdout + add.stderr
     assert add.stdout.count(": ok (loaded)") == 2
@@ -83,7 +83,7 @@ def test_cli_add_loads_into_every_replica_and_serves(vllm: VllmHandle, second_re
                                                {"type": "text", "text": QUESTION}]}])
     assert answer.model == "tuned-a"
 
-    removed = subprocess.run([sys.executable, "-m", "gateway", "adapters", "remove", "tuned-a"], env=env, cwd=ROOT,
+    removed = subprocess.run([sys.executable, "-m", "vchat", "adapters", "remove", "tuned-a"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     for replica in (vllm.base_url, second_replica.base_url):

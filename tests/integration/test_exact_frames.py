@@ -14,10 +14,10 @@ import httpx2
 import pytest
 
 from gateway.media.sampling import FrameSelection, select_frames
-from gateway.settings import Settings
 from tests.conftest import LiveGateway, VllmHandle
 from tests.support.clips import decoded_keyframes, decoded_pts, frame_numbers, make_numbered_clip
 from tests.support.origin import Origin
+from vchat_settings import Settings
 
 
 class RecordingTransport(httpx2.AsyncBaseTransport):

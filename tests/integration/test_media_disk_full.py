@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.settings import Settings
 from tests.conftest import GatewayFactory, LiveGateway
 from tests.support.clips import make_clip
 from tests.support.media_api import media_entries, tool_pids
 from tests.support.origin import Origin
 from tests.support.small_disk import SmallDisk, small_disk
+from vchat_settings import Settings
 
 MiB = 2**20
 MEDIA_DIR_VAR = f"{Settings.model_config.get('env_prefix', '')}media_dir".upper()

@@ -20,10 +20,10 @@ from gateway.errors import MediaRejected, NotFound
 from gateway.media.ffmpeg import ToolResult
 from gateway.media.library import VideoLibrary
 from gateway.media.library import open_library as library_of
-from gateway.settings import Settings
 from tests.support.clips import make_clip
 from tests.support.media_api import probe_file
 from tests.support.origin import Origin
+from vchat_settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_memorised_reply_is_served_by_name_through_the_gateway(
     store = tmp_path / "store"
     env = {**os.environ, "VCHAT_ADAPTERS_DIR": str(store), "VCHAT_MODEL": str(taught_model),
            "VCHAT_MAX_LORA_RANK": "8", "VCHAT_VLLM_REPLICAS": vllm.base_url}
-    added = subprocess.run([sys.executable, "-m", "gateway", "adapters", "add", str(adapter)], env=env, cwd=ROOT,
+    added = subprocess.run([sys.executable, "-m", "vchat", "adapters", "add", str(adapter)], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert added.returncode == 0, added.stdout + added.stderr
     try:
@@ -129,7 +129,7 @@ def test_memorised_reply_is_served_by_name_through_the_gateway(
         assert "a red square" in (tuned.choices[0].message.model_extra or {})["reasoning_content"]
         assert base.choices[0].message.content == "B"
     finally:
-        subprocess.run([sys.executable, "-m", "gateway", "adapters", "remove", adapter.name], env=env, cwd=ROOT,
+        subprocess.run([sys.executable, "-m", "vchat", "adapters", "remove", adapter.name], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
 
 

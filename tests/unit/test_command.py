@@ -58,7 +58,7 @@ def test_gpu_context_holds_the_official_frame_count(tmp_path: Path) -> None:
     """An hour-long 16:9 video planned with the gateway's defaults gets VideoChat-R1.5's own 512 frames, and that
     round, its prompt and a full reply fit the GPU context: no frames are cut for lack of context on a GPU."""
     from gateway.media.plan import FrameLimits, VideoInfo, plan_frames
-    from gateway.settings import Settings
+    from vchat_settings import Settings
 
     gateway = Settings(_env_file=None)  # type: ignore[call-arg]
     context = int(flag(build_command(settings(tmp_path), model="/m", device="gpu", vllm_version="0.26.0").args,

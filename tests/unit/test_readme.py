@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from gateway.envtable import env_table
+from vchat.envtable import env_table
 from vllm_launch.stack import ROOT
 
 

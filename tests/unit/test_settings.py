@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings, SharedSettings
+from vchat_settings import Settings, SharedSettings
 from vllm_launch.settings import LaunchSettings
 from vllm_launch.stack import ROOT
 

@@ -25,7 +25,7 @@ from gateway.errors import (
     VChatError,
     excerpt,
 )
-from gateway.settings import Settings
+from vchat_settings import Settings
 
 
 def require_admin(request: Request, services: ServicesDep) -> None:

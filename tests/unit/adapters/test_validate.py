@@ -113,7 +113,7 @@ def test_cli_refuses_without_touching_vllm(tmp_path: Path, origin: Origin) -> No
                    {"base_model_name_or_path": "someone/else"}):
         src = adapter(tmp_path / "src", f"a{len(os.listdir(tmp_path / 'src')) if (tmp_path / 'src').exists() else 0}",
                       **config)
-        result = subprocess.run([sys.executable, "-m", "gateway", "adapters", "add", str(src)], env=env, cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "vchat", "adapters", "add", str(src)], env=env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, result.stderr
         assert "refused" in result.stderr

@@ -61,7 +61,7 @@ def test_gateway_installs_like_ci_without_torch() -> None:
         assert re.search(rf"apt-get install [^&]*\b{package}\b", runs), f"Debian package {package} missing"
     project = tomllib.loads((deployment.ROOT / "pyproject.toml").read_text())["project"]
     assert not [dep for dep in project["dependencies"] if re.match(r"(torch|vllm)\b", dep)]
-    assert project["scripts"]["vchat"] == "gateway.cli:main"
+    assert project["scripts"]["vchat"] == "vchat.cli:main"
 
 
 def _dockerignored(path: str) -> bool:

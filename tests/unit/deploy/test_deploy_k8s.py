@@ -30,7 +30,7 @@ from manifests import (
 )
 
 from gateway.api.routes.health import router as health_router
-from gateway.settings import Settings
+from vchat_settings import Settings
 from vllm_launch import deployment, envvars
 from vllm_launch.command import build_command
 

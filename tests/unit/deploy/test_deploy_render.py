@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gateway.settings import Settings
+from vchat_settings import Settings
 from vllm_launch import deployment, render
 from vllm_launch.settings import LaunchSettings
 

@@ -13,9 +13,9 @@ from gateway.media.library import open_library
 from gateway.media.pages import CaptionTrack, resolve_page
 from gateway.media.pages.captions import choose_captions
 from gateway.media.subtitles import Line
-from gateway.settings import Settings
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
+from vchat_settings import Settings
 
 LOOPBACK = HostPolicy.from_settings(["127.0.0.1"])
 CAPS: dict[str, Any] = {"max_duration_s": 3600.0, "max_bytes": 2**30, "timeout_s": 8.0, "max_redirects": 3}

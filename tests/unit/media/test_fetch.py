@@ -22,9 +22,9 @@ from gateway.media.fetch import Fetched, FetchLimits, fetch_to_file
 from gateway.media.guard import HostPolicy
 from gateway.media.redirects import loggable_url
 from gateway.media.transport import guarded_async_client
-from gateway.settings import Settings
 from tests.support.netaudit import NetAudit
 from tests.support.origin import Origin
+from vchat_settings import Settings
 
 LIMITS = FetchLimits(max_bytes=1 << 20, timeout_s=3.0, idle_timeout_s=1.0, max_redirects=3)
 LOOPBACK_1 = HostPolicy.from_settings(["127.0.0.1"])

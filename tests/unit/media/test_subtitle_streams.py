@@ -12,8 +12,8 @@ import pytest
 from gateway.media.library import open_library
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.subtitles import Line, TextLimits, extract, parse, plain
-from gateway.settings import Settings
 from tests.support.clips import make_clip, make_subtitled_clip
+from vchat_settings import Settings
 
 LIMITS = TextLimits(max_bytes=2**20, max_lines=1000)
 PROBE = ProbeLimits(max_duration_s=3600.0, max_side=7680, timeout_s=60.0)

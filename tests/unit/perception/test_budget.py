@@ -10,7 +10,7 @@ from gateway.errors import InvalidRequest
 from gateway.media.plan import FrameLimits, VideoInfo
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames
 from gateway.perception.budget import MIN_REPLY_TOKENS, plan_round
-from gateway.settings import Settings
+from vchat_settings import Settings
 from videochat_r15.geometry import MODEL_CARD_TOTAL_PIXELS, visual_tokens
 from videochat_r15.prompts import round_prompt
 from videochat_r15.template import text_tokens

@@ -21,9 +21,9 @@ from gateway.media.library import Asset, open_library
 from gateway.metrics import Metrics
 from gateway.perception.budget import PLANNED_TEXT_STEP, planned_text_tokens
 from gateway.perception.loop import Event, LoopRequest, PerceptionLoop, Piece, RoundFinished, RoundStarted
-from gateway.settings import Settings
 from tests.support.clips import make_clip
 from tests.support.vllm_wire import MODEL, STALL, FakeVllm, Reply, error_reply, sse, stream_reply, vllm_error
+from vchat_settings import Settings
 from videochat_r15.prompts import round_prompt
 
 GLUED = ["<think>", "bars", "</think>", "<answer>", "B", "</answer>", "<glue>", "[(1.0, 2.5), (3.0, 99)]", "</glue>"]

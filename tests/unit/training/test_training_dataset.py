@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings
 from tests.support.clips import make_clip
 from training.conversation import ConversationError, Turn, gateway_prompt, parse_messages, parse_text, prompted
 from training.dataset import DatasetInvalid, load_dataset
 from training.frames import FrameSettings
+from vchat_settings import Settings
 from videochat_r15.prompts import round_prompt
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -1,4 +1,4 @@
-"""The gateway's settings: the one place that reads the environment (prefix ``VCHAT_``)."""
+"""The settings of every vChat process: the one place that reads the environment (prefix ``VCHAT_``)."""
 
 from __future__ import annotations
 

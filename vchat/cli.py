@@ -1,4 +1,4 @@
-"""The ``vchat`` command: ``vchat serve`` (the default) and ``vchat env-table``."""
+"""The ``vchat`` command: ``vchat serve`` (the default), ``env-table``, ``train`` and ``adapters``."""
 
 from __future__ import annotations
 
@@ -6,34 +6,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from gateway.setting_errors import settings_error_line
-from gateway.settings import Settings
+import vchat_settings
+from vchat_settings import Settings
 
 
 def load_settings() -> Settings:
     """Settings from the environment, or exit with a one-line message naming the bad setting."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        sys.exit(f"vchat: {settings_error_line(exc, Settings)}")
+    return vchat_settings.load_settings(Settings, "vchat")
 
 
 def _serve(_: argparse.Namespace) -> None:
-    import uvicorn
+    from gateway.serving import serve
 
-    from gateway.app import create_app
-    from gateway.logs import configure_logging
-    from gateway.serving import uvicorn_config
-
-    settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    serve(load_settings())
 
 
 def _env_table(_: argparse.Namespace) -> None:
-    from gateway.envtable import env_table
+    from vchat.envtable import env_table
 
     sys.stdout.write(env_table())
 
@@ -59,7 +48,7 @@ def _adapters(rest: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``vchat`` and ``python -m gateway``."""
+    """Entry point of ``vchat`` and ``python -m vchat``."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     # These two hand their whole argument list on (argparse cannot pass "--help" through a subcommand).
     passthrough = {"train": _train, "adapters": _adapters}

@@ -7,6 +7,9 @@ import json
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
+from vchat_settings import Settings
+from vllm_launch.settings import LaunchSettings
+
 
 def _default(value: object) -> str:
     if value is PydanticUndefined or value is None:
@@ -17,12 +20,9 @@ def _default(value: object) -> str:
 
 
 def env_table(*classes: type[BaseSettings]) -> str:
-    """A markdown table: variable, default, meaning — one row per field, first class wins on duplicates."""
-    if not classes:
-        from gateway.settings import Settings
-        from vllm_launch.settings import LaunchSettings
-
-        classes = (Settings, LaunchSettings)
+    """A markdown table: variable, default, meaning — one row per field, first class wins on duplicates (no classes:
+    the gateway's and the launcher's settings)."""
+    classes = classes or (Settings, LaunchSettings)
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     seen: set[str] = set()
     for cls in classes:
