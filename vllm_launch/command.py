@@ -110,14 +110,14 @@ def build_command(settings: LaunchSettings, *, model: str, device: str, vllm_ver
     if vllm_version is None or _version_tuple(vllm_version) >= TRUST_MM_KWARGS_SINCE:
         # The gateway is vLLM's only client and builds these kwargs itself from an allow-list.
         args.append("--trust-request-mm-kwargs")
-    if device == "cpu":
-        # vLLM sizes its encoder cache (the visual tokens one request may bring) as max_num_batched_tokens, or the
-        # model's largest video if that is larger (vllm/config/scheduler.py, v1/core/encoder_cache_manager.py).
-        # vLLM-CPU's default is 2048 batched tokens, and the tiny model's largest video by its own processor is
-        # smaller: about 30 frames a round, where the context holds 80 and the gateway plans for the context. A
-        # budget of the whole context lets a round hold what the context holds, and prefills it in one step.
-        # On a GPU the largest video of Qwen2.5-VL's processor already fills the context, so its cache does too.
-        args += ["--max-num-batched-tokens", str(context)]
+    # vLLM sizes its encoder cache (the visual tokens one request may bring) as max_num_batched_tokens, or the model's
+    # largest video by its own processor if that is larger (vllm/config/scheduler.py, v1/core/encoder_cache_manager.py).
+    # Neither is the context the gateway plans for: vLLM-CPU's default is 2048 batched tokens (about 30 frames a round
+    # where the tiny model's context holds 80), and on a GPU at the 7B shape the cache held 8,960 tokens (measured on
+    # an H100 with vLLM 0.26.0, 2026-12-07): 144 frames of an hour-long video instead of the 512 its context holds, and
+    # the first such question refused and retried. A budget of the whole context lets a round hold what the context
+    # holds, prefills it in one step, and is known before the first question.
+    args += ["--max-num-batched-tokens", str(context)]
     if device == "gpu":
         args += ["--gpu-memory-utilization", str(settings.gpu_memory_utilization)]
         # Said, not left to vLLM's defaults (the same today; a benchmark turns them off): a follow-up question about a

@@ -48,7 +48,8 @@ def test_gpu_command_and_older_vllm(tmp_path: Path) -> None:
     assert flag(cmd.args, "--max-lora-rank") == "64"
     # vLLM before 0.31 has no such flag and would refuse to start with it.
     assert "--trust-request-mm-kwargs" not in cmd.args
-    assert "--max-num-batched-tokens" not in cmd.args  # vLLM's GPU default; Qwen2.5-VL's videos size the cache
+    # The encoder cache holds a round as large as the context (vLLM's GPU default held 8,960 visual tokens: 144 frames).
+    assert flag(cmd.args, "--max-num-batched-tokens") == "40960"
     assert "VLLM_CPU_KVCACHE_SPACE" not in cmd.env
     # Follow-up questions about a video reuse its frames' KV and processed inputs.
     assert "--enable-prefix-caching" in cmd.args and flag(cmd.args, "--mm-processor-cache-gb") == "4"
