@@ -28,6 +28,21 @@ print("parts:", sorted(want), "missing or damaged:", bad)
 sys.exit(1 if bad else 0)
 PY
   cat part? > payload.tar && tar xf payload.tar && rm -f part? payload.tar
+  # Two versions of one package (resolve_wheels can fetch both when two requirements pin differently: opentelemetry-api
+  # 1.45.2 and 1.45.3 on 2026-12-07) make pip refuse the whole install: keep the newest of each.
+  python3 - <<'PY'
+import collections, os
+from packaging.version import Version
+found = collections.defaultdict(list)
+for folder in ("/tmp/up/w", "/tmp/up/gw"):
+    for name in os.listdir(folder):
+        if name.endswith(".whl"):
+            found[name.split("-")[0].lower()].append((Version(name.split("-")[1]), os.path.join(folder, name)))
+for versions in found.values():
+    for _, path in sorted(versions)[:-1]:
+        print("older duplicate left out:", os.path.basename(path))
+        os.remove(path)
+PY
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/up/w/*.whl /tmp/up/gw/*.whl 2>&1 | tail -3
   python3 -c "import tarfile; tarfile.open('/tmp/up/ffmpeg.tar.xz').extractall('/tmp/ff')"
   python3 "$ROOT/bench/gpu/make_m7.py" /tmp/up/m7 2>&1 | tail -1
