@@ -55,6 +55,8 @@ class AnswerBuilder:
         if isinstance(event, RoundStarted):
             return self._started(event)
         if isinstance(event, Replying):
+            if self.rounds and self.rounds[-1].round == event.round:
+                self.rounds[-1] = self.rounds[-1].model_copy(update={"first_token_seconds": event.seconds})
             return []
         if isinstance(event, Piece):
             if event.channel == "glue":

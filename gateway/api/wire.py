@@ -84,7 +84,7 @@ class GeminiReport(WireModel):
     usage: TokenCount
 
 
-_OUTCOME = ("answer", "segments", "finish_reason", "usage", "seconds")
+_OUTCOME = ("answer", "segments", "finish_reason", "usage", "seconds", "first_token_seconds")
 
 
 class RoundRecord(WireModel):
@@ -105,6 +105,7 @@ class RoundRecord(WireModel):
     finish_reason: str | None = None
     usage: TokenCount | None = None
     seconds: float | None = None
+    first_token_seconds: float | None = None  # from the call to vLLM to its first token (its prefill, queueing)
 
     @model_serializer(mode="wrap")
     def _outcome_once_finished(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class Replying:
     """vLLM accepted the round and sent its first token (the request can no longer fail as a whole)."""
 
     round: int
+    seconds: float = 0.0  # from the round's call to vLLM to its first token: the prefill vLLM's caches can save
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ class PerceptionLoop:
                         finish = step.finish_reason or finish
                         if step.text and not replying:
                             replying = True
-                            yield Replying(number)
+                            yield Replying(number, round(time.perf_counter() - clock, 3))
                         text += step.text
                         for channel, piece in splitter.feed(step.text):
                             yield Piece(number, channel, piece)

@@ -109,6 +109,8 @@ def test_the_answer_says_where_the_time_went_cold_and_cached(gw: LiveGateway, or
     assert warm["video_seconds"] < cold["video_seconds"]
     assert warm["rounds"][0]["frames_seconds"] < cold["rounds"][0]["frames_seconds"]
     assert all(r["seconds"] > 0 for r in warm["rounds"])  # the vLLM calls, timed apart from the frames
+    # Each round's time to vLLM's first token (its prefill, what vLLM's caches can save) lies within the round.
+    assert all(0 < r["first_token_seconds"] <= r["seconds"] for r in cold["rounds"] + warm["rounds"])
 
 
 @pytest.mark.parametrize("iterations", [1, 3])
