@@ -9,7 +9,7 @@ under var/bench (the 60-min one takes a while on two cores, the 3-h one much lon
 bench/results/long-video-<date>.json as well as the terminal. For each video, in one run (interleaved, cold caches):
 
 - null: `ffmpeg -i video -f null -`, a full decode with no output (median of --repeats);
-- round 1 as the gateway does it, from a cold cache: the frame index (one demux-only ffprobe pass), then the
+- round 1 as the gateway does it, from a cold cache: the frame index (the MP4's sample tables), then the
   planned frames (512 with the default settings, and a request's max_frames of 64) extracted, with the keyframe
   snap at each --snaps share of the round's frame interval (0: exact frames; 0.25: the default); for each, how many
   frames came from keyframes and the timestamp error of the frames sent against the frames chosen (max and mean,
