@@ -19,6 +19,9 @@ from pathlib import Path
 MAX_MOOV_BYTES = 64 << 20
 # Top-level boxes walked before moov is found (ftyp, free, mdat… in a plain file: a handful).
 MAX_TOP_BOXES = 64
+# Samples read from the tables at most (4 h at 240 fps is 3.5 M); a track with more is left to ffprobe. A run of
+# stts or ctts may claim billions of samples in 8 bytes, so counts are checked before any list is built.
+MAX_SAMPLES = 1 << 22
 _CONTAINERS = {b"trak", b"mdia", b"minf", b"stbl", b"edts"}
 
 
@@ -160,8 +163,8 @@ def _sample_count(body: bytes | None) -> int:
     size, count = struct.unpack_from(">II", data, 0)
     if size == 0 and len(data) < 8 + 4 * count:
         raise Unsupported("stsz shorter than its count")
-    if count <= 0:
-        raise Unsupported("no samples")
+    if not 0 < count <= MAX_SAMPLES:
+        raise Unsupported("no samples, or more than are read here")
     return int(count)
 
 

@@ -77,7 +77,8 @@ async def test_other_shapes_are_left_to_ffprobe(shape: str, tmp_path: Path) -> N
     assert await build_index(clip, found, timeout_s=60) == await probe_index(clip, found, timeout_s=60)
 
 
-@pytest.mark.parametrize("damage", ["truncated_moov", "count_lies", "garbage", "empty", "audio_track"])
+@pytest.mark.parametrize("damage", ["truncated_moov", "count_lies", "billions_of_samples", "garbage", "empty",
+                                    "audio_track"])
 async def test_damaged_tables_are_never_trusted(damage: str, tmp_path: Path) -> None:
     """A moov cut short, a table whose count promises more entries than its box holds, bytes that are no MP4, or the
     wrong track: None (ffprobe decides), never an exception or a made-up index."""
@@ -91,6 +92,12 @@ async def test_damaged_tables_are_never_trusted(damage: str, tmp_path: Path) -> 
     elif damage == "count_lies":
         at = data.index(b"stts") + 8
         data[at:at + 4] = (1 << 30).to_bytes(4, "big")
+    elif damage == "billions_of_samples":
+        # A constant sample size needs no table behind the count, and one stts run covers them all in 8 bytes.
+        at = data.index(b"stsz") + 8
+        data[at:at + 8] = (1).to_bytes(4, "big") + (1 << 31).to_bytes(4, "big")
+        at = data.index(b"stts") + 8
+        data[at:at + 12] = (1).to_bytes(4, "big") + (1 << 31).to_bytes(4, "big") + (512).to_bytes(4, "big")
     elif damage == "garbage":
         data = bytearray(b"\x00\x00\x00\x10ftypisom" + bytes(range(256)) * 8)
     elif damage == "empty":
