@@ -9,7 +9,7 @@ under var/bench (the 60-min one takes a while on two cores, the 3-h one much lon
 bench/results/long-video-<date>.json as well as the terminal. For each video, in one run (interleaved, cold caches):
 
 - null: `ffmpeg -i video -f null -`, a full decode with no output (median of --repeats);
-- round 1 as the gateway does it, from a cold cache: the frame index (one demux-only ffprobe pass), then the
+- round 1 as the gateway does it, from a cold cache: the frame index (the MP4's sample tables), then the
   planned frames (512 with the default settings, and a request's max_frames of 64) extracted, with the keyframe
   snap at each --snaps share of the round's frame interval (0: exact frames; 0.25: the default); for each, how many
   frames came from keyframes and the timestamp error of the frames sent against the frames chosen (max and mean,
@@ -258,12 +258,13 @@ def main() -> None:
         answer_minutes = [int(m) for m in options.answer_minutes.split(",")]
         answers = answers_bench(answer_minutes, options.vllm, options.repeats)
         out["answers"] |= answers
-        small = [answers.get(f"{m}min max_frames {SMALL_ROUND}") for m in (1, 60)]
-        if small[0] and small[1]:
-            out["outside_60_over_1_at_64"] = small[1]["outside_s"] / small[0]["outside_s"]
-            print(f"outside vLLM, 60 min / 1 min at max_frames 64: x{out['outside_60_over_1_at_64']:.2f} "
-                  "(target <= 1.5)")
-        path.write_text(json.dumps(out, indent=1) + "\n")
+    # From the answers in the file (this run's or an earlier one's of the day): a frames-only run keeps the ratio.
+    small = [out["answers"].get(f"{m}min max_frames {SMALL_ROUND}") for m in (1, 60)]
+    if small[0] and small[1]:
+        out["outside_60_over_1_at_64"] = small[1]["outside_s"] / small[0]["outside_s"]
+        print(f"outside vLLM, 60 min / 1 min at max_frames 64: x{out['outside_60_over_1_at_64']:.2f} "
+              "(target <= 1.5)")
+    path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -59,14 +59,14 @@ class FrameCache:
         self._flights: dict[tuple[Path, tuple[int, ...]], tuple[asyncio.Task[None], list[int]]] = {}
 
     async def index(self, video: Path, found: Probe) -> FrameIndex:
-        """The video's frame index: from memory, from index.json, or one ffprobe pass (then saved)."""
+        """The video's frame index: from memory, from index.json, or built (frames.build_index; then saved)."""
         path = video.parent / "frames" / INDEX_FILE
         cached = self._indexes.get(path)
         if cached is None:
             cached = await asyncio.to_thread(_load_index, path)
             if cached is None:
                 cached = await build_index(video, found, timeout_s=self.timeout_s)
-                # Kept in memory when the disk is full: the index only saves a later ffprobe pass (logged as full).
+                # Kept in memory when the disk is full: the index only saves a later build (logged as full).
                 with contextlib.suppress(InsufficientStorage), full_disk_refused(path.parent):
                     await asyncio.to_thread(_save_index, path, cached)
             self._indexes[path] = cached

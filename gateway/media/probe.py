@@ -72,6 +72,8 @@ class Probe:
     # The first text subtitle stream (mov_text, SubRip, ASS, WebVTT…), which sanitizing drops: read it first.
     subtitle_index: int | None = None
     subtitle_language: str | None = None
+    # The container's start time (what ffmpeg's -ss counts from); None in probes cached before it was kept.
+    start_s: float | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -181,6 +183,7 @@ def parse(info: dict[str, Any], size: int) -> Probe:
         format_name=str(fmt.get("format_name") or "unknown"), bytes=size, video_index=int(video.get("index", 0)),
         subtitle_index=int(subtitle.get("index", 0)) if subtitle is not None else None,
         subtitle_language=language if language and language != "und" else None,
+        start_s=_start(fmt.get("start_time")),
     )
 
 
@@ -211,6 +214,15 @@ def _number(value: object) -> float:
     except ValueError:
         return 0.0
     return number if math.isfinite(number) and number > 0 else 0.0
+
+
+def _start(value: object) -> float:
+    """The format's start_time in seconds (may be negative); 0 when absent or not a number, as ffprobe's CSV reads."""
+    try:
+        start = float(str(value))
+    except ValueError:
+        return 0.0
+    return start if math.isfinite(start) else 0.0
 
 
 def _rate(value: object) -> float:

@@ -32,7 +32,7 @@ async def test_good_mp4_probes_right() -> None:
     assert await probe(clip, LIMITS) == Probe(
         duration_s=2.0, fps=30.0, width=320, height=240, rotation=0, vcodec="h264", pix_fmt="yuv420p",
         frame_count=60, has_audio=True, acodec="aac", format_name="mov,mp4,m4a,3gp,3g2,mj2",
-        bytes=clip.stat().st_size, video_index=0,
+        bytes=clip.stat().st_size, video_index=0, start_s=0.0,
     )
 
 
