@@ -37,7 +37,7 @@ import gateway.media.library as library_module  # noqa: E402
 import gateway.media.sanitize as sanitize_module  # noqa: E402
 from gateway.media.library import open_library  # noqa: E402
 from gateway.media.sampling import select_frames  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from vchat_settings import Settings  # noqa: E402
 
 TIMES: collections.defaultdict[str, float] = collections.defaultdict(float)
 

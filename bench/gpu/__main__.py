@@ -3,14 +3,17 @@
 prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 62 MiB parts and their sha256 manifest.
 plan     prints the commands that carry the parts and run the benchmark on the GPU machine, one per call.
 report   reads what came back (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json; one folder per call,
-         in the order they ran: later steps replace earlier), writes
-         bench/results/gpu-DATE.json and the table in bench/README.md between its gpu-table markers.
+         in the order they ran: later steps replace earlier, a concurrency step run several times is reported as the
+         median of its runs with their spread), writes bench/results/gpu-DATE.json and the table in bench/README.md
+         between its gpu-table markers; a figure this run did not measure keeps the latest earlier result's
+         (bench/results/gpu-*.json), labelled with its date and card.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +59,39 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def table(result: dict[str, Any]) -> str:
-    """The bench/README.md table: one row per figure, gateway and direct side by side, the ratio, the target."""
+def table(result: dict[str, Any], earlier: list[dict[str, Any]] | None = None) -> str:
+    """The bench/README.md table: one row per figure, gateway and direct side by side, the ratio, the target. A figure
+    this run lacks comes from the latest of ``earlier`` results that has it, labelled with that run's date and card."""
+    rows = _rows(result)
+    older = [(_rows(e), _label(e)) for e in earlier or []]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
+    missing = []
+    for i, row in enumerate(rows[1:], start=1):
+        if _measured(row):
+            lines.append("| " + " | ".join(row) + " |")
+            continue
+        kept = next(((rs[i], label) for rs, label in older if _measured(rs[i])), None)
+        if kept is None:
+            missing.append(row[0].split(" (")[0])
+        else:
+            lines.append("| " + " | ".join((f"{kept[0][0]} *({kept[1]})*", *kept[0][1:])) + " |")
+    if missing:
+        lines += ["", "Not measured in this run: " + "; ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _measured(row: tuple[str, ...]) -> bool:
+    return any(ch.isdigit() for ch in row[1] + row[2])
+
+
+def _label(result: dict[str, Any]) -> str:
+    card = (result.get("environment") or ["?"])[0].split(",")[0]
+    return f"{result.get('date', '?')}, {card}"
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
     gw, hf, ratios = result["gateway"], result.get("hf") or {}, result["gateway"].get("ratios", {})
+    spread = result["gateway"].get("ratio_runs", {})
     rows = [("figure", "gateway", "direct vLLM / reference", "ratio", "target")]
     for n in (16, 64, 128):
         r = gw.get(f"round_{n}f") or {}
@@ -86,12 +119,18 @@ def table(result: dict[str, Any]) -> str:
                  _fmt(_get(gw, "stream_3r", "first_reasoning_p50_s"), " s"), "—", "≤ 0.3 s"))
     for n in (32, 8):
         c = gw.get(f"conc{n}_3r") or {}
+        key = f"conc{n}_3r_throughput_gateway_over_direct"
+        runs = spread.get(key) or []
+        ratio = _fmt(ratios.get(key))
+        if len(runs) > 1:
+            ratio += f" (median of {len(runs)}: {_fmt(min(runs))}–{_fmt(max(runs))})"
         rows.append((f"{n} concurrent 3-round questions: answers/s (errors)",
                      f"{_fmt(_get(c, 'gateway', 'answers_per_s'))} ({_fmt(_get(c, 'gateway', 'n_errors'))})",
                      f"{_fmt(_get(c, 'direct', 'answers_per_s'))} ({_fmt(_get(c, 'direct', 'n_errors'))})",
-                     _fmt(ratios.get(f"conc{n}_3r_throughput_gateway_over_direct")), "≥ 0.98, 0 errors"))
+                     ratio, "≥ 0.98, 0 errors"))
     for key, video in (("followup_60s", "60 s 1080p clip"), ("followup_60m", "60-min video")):
         rows += _follow_up_rows(gw.get(key) or {}, ratios, key, video)
+    rows += _long_video_rows(gw.get("long60") or {}, ratios)
     lora = gw.get("lora_1r") or {}
     rows.append(("a round by a rank-16 LoRA's name (hot-loaded by /admin/adapters), p50",
                  _fmt(lora.get("gateway_p50_s"), " s"), _fmt(lora.get("direct_p50_s"), " s"),
@@ -105,13 +144,29 @@ def table(result: dict[str, Any]) -> str:
         rows.append((f"HF transformers `generate`, {n} frames, 256 tokens (the seed's way) vs vLLM",
                      _fmt(h.get("p50_s"), " s"), _fmt(v.get("direct_p50_s"), " s"),
                      f"{_fmt(speed)}× faster" if speed else "—", "—"))
-    measured = [row for row in rows[1:] if any(ch.isdigit() for ch in row[1] + row[2])]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
-    lines += ["| " + " | ".join(row) + " |" for row in measured]
-    missing = [row[0].split(" (")[0] for row in rows[1:] if row not in measured]
-    if missing:
-        lines += ["", "Not measured in this run: " + "; ".join(missing) + "."]
-    return "\n".join(lines) + "\n"
+    return rows
+
+
+def _long_video_rows(f: dict[str, Any], ratios: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A cold question about a 60-min 720p video at the gateway's defaults (openai SDK), beside a 1-min one."""
+    hour, minute = f.get("hour") or {}, f.get("minute") or {}
+
+    def split(run: dict[str, Any]) -> str:
+        return ", ".join(f"{r.get('frames')}×{r.get('visual_tokens')} tok {_fmt(r.get('seconds'), ' s')}"
+                         for r in run.get("rounds") or [])
+
+    return [
+        ("hour-long video (60 min 720p, 2 s GOP), cold, default settings: the whole 3-round answer vs a 1-min video's",
+         _fmt(hour.get("wall_s"), " s"), _fmt(minute.get("wall_s"), " s") + " 1 min",
+         _fmt(ratios.get("long60_hour_over_minute")), "< 60 s"),
+        ("hour-long video: getting it (fetch, sanitize) + round 1's frames; each round's frames × visual tokens and "
+         "vLLM call",
+         f"{_fmt(hour.get('video_s'), ' s')} + {_fmt(((hour.get('rounds') or [{}])[0]).get('frames_seconds'), ' s')}"
+         + (f"; {split(hour)}" if hour.get("rounds") else ""),
+         f"{_fmt(minute.get('video_s'), ' s')} + "
+         f"{_fmt(((minute.get('rounds') or [{}])[0]).get('frames_seconds'), ' s')}"
+         + (f"; {split(minute)}" if minute.get("rounds") else "") + " 1 min", "—", "—"),
+    ]
 
 
 def _follow_up_rows(f: dict[str, Any], ratios: dict[str, Any], key: str, video: str) -> list[tuple[str, ...]]:
@@ -146,12 +201,20 @@ def merge_gateway(parts: list[dict[str, Any]]) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
     skipped: list[str] = []
     steps: dict[str, Any] = {}
+    runs: dict[str, list[float]] = {}
     for part in parts:
-        merged |= {k: v for k, v in part.items() if k not in ("ratios", "skipped", "step_seconds")}
+        merged |= {k: v for k, v in part.items() if k not in ("ratios", "skipped", "step_seconds", "ratio_runs")}
         ratios |= part.get("ratios", {})
         steps |= part.get("step_seconds", {})
         skipped += [name for name in part.get("skipped", []) if name not in skipped]
+        for key, value in part.get("ratios", {}).items():
+            if key.startswith("conc") and isinstance(value, int | float):
+                runs.setdefault(key, []).append(value)
+    # A concurrency step run in several calls is one noisy figure each time: its median, with every run kept.
+    for key, values in runs.items():
+        ratios[key] = round(statistics.median(values), 3)
     merged["ratios"], merged["step_seconds"] = ratios, steps
+    merged["ratio_runs"] = {key: values for key, values in runs.items() if len(values) > 1}
     merged["skipped"] = [name for name in skipped if name not in steps]
     return merged
 
@@ -176,13 +239,15 @@ def report(folders: list[Path], root: Path = ROOT) -> int:
     }
     out = root / "bench/results" / f"gpu-{date}.json"
     out.parent.mkdir(exist_ok=True)
+    earlier = sorted((p for p in out.parent.glob("gpu-*.json") if p.name < out.name), reverse=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     readme = root / "bench/README.md"
     text = readme.read_text()
     head = (f"Measured {date} on {(env.splitlines() or ['?'])[0]}; {_vllm_line(env)}; "
             f"random weights of the real shape; {gateway['config']['max_tokens_per_round']} tokens a round; "
-            f"raw figures in `bench/results/{out.name}`.\n\n")
-    block = START + "\n" + head + table(result) + END
+            f"raw figures in `bench/results/{out.name}`. A row labelled with another date was not measured in this "
+            f"run and keeps that run's figure.\n\n")
+    block = START + "\n" + head + table(result, [json.loads(p.read_text()) for p in earlier]) + END
     text = text[: text.index(START)] + block + text[text.index(END) + len(END):] if START in text else \
         text.rstrip("\n") + "\n\n" + block + "\n"
     readme.write_text(text)

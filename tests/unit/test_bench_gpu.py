@@ -90,3 +90,34 @@ def test_a_follow_up_question_has_its_rows_and_is_named_when_not_measured() -> N
     assert "prefix-cache hit rate (hits / queried tokens, /metrics), p50 | 0.94 |" in text
     missing = text.split("Not measured in this run: ")[1]
     assert "follow-up question, 60-min video" in missing and "follow-up question, 60 s" not in missing
+
+
+def test_a_concurrency_step_run_several_times_is_its_median_with_the_spread() -> None:
+    calls = [{"config": RUN["config"], "conc32_3r": {"gateway": {"answers_per_s": a, "n_errors": 0},
+                                                     "direct": {"answers_per_s": 2.0, "n_errors": 0}},
+              "ratios": {"conc32_3r_throughput_gateway_over_direct": r}} for a, r in ((1.9, 0.95), (2.0, 0.99),
+                                                                                       (1.96, 0.98))]
+    merged = merge_gateway(calls)
+    assert merged["ratios"]["conc32_3r_throughput_gateway_over_direct"] == 0.98
+    assert "| 0.98 (median of 3: 0.95–0.99) | ≥ 0.98, 0 errors |" in table({"gateway": merged, "hf": None})
+
+
+def test_a_figure_this_run_lacks_keeps_the_latest_earlier_one_with_its_date_and_card() -> None:
+    older = {"date": "2026-12-01", "environment": ["NVIDIA A100, 40 GiB"],
+             "gateway": {**RUN, "round_16f": {"gateway_p50_s": 9.0, "direct_p50_s": 9.9}}}
+    latest = {"date": "2026-12-04", "environment": ["NVIDIA H200, 143771 MiB"],
+              "gateway": {**RUN, "round_16f": {"gateway_p50_s": 1.42, "direct_p50_s": 1.41}}}
+    text = table({"gateway": RUN, "hf": None}, [latest, older])
+    assert "max_frames 16 (— frames ?, — visual tokens), p50 *(2026-12-04, NVIDIA H200)* | 1.42 s | 1.41 s |" in text
+    assert "| 3 rounds, warm, p50 | 7.07 s |" in text  # measured now: no label
+    assert "one round, max_frames 16" not in text.split("Not measured in this run: ")[1]
+
+
+def test_the_hour_long_video_has_its_rows() -> None:
+    rounds = [{"frames": 512, "visual_tokens": 30720, "seconds": 6.1, "frames_seconds": 2.2}]
+    run = {**RUN, "long60": {"hour": {"wall_s": 21.5, "video_s": 3.7, "rounds": rounds},
+                             "minute": {"wall_s": 7.2, "video_s": 0.2, "rounds": []}},
+           "ratios": {**RUN["ratios"], "long60_hour_over_minute": 2.99}}
+    text = table({"gateway": run, "hf": None})
+    assert "the whole 3-round answer vs a 1-min video's | 21.5 s | 7.2 s 1 min | 2.99 | < 60 s |" in text
+    assert "| 3.7 s + 2.2 s; 512×30720 tok 6.1 s |" in text
