@@ -34,9 +34,16 @@ class Metrics:
         self.vllm_call_seconds = Histogram("vchat_vllm_call_seconds", "Duration of one round's vLLM call.",
                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.jobs_active = Gauge("vchat_jobs_active", "Perception jobs running.", registry=self.registry)
-        self.jobs_limit = Gauge("vchat_jobs_limit", "Perception jobs admitted at once (VCHAT_MAX_ACTIVE_JOBS or "
-                                "sized from vLLM's KV cache).", registry=self.registry)
+        self.jobs_limit = Gauge(
+            "vchat_jobs_limit", "Perception jobs admitted at once at most (VCHAT_MAX_ACTIVE_JOBS; else 16 until "
+            "vLLM's KV cache is known, then 256 within it).", registry=self.registry)
         self.jobs_queued = Gauge("vchat_jobs_queued", "Perception jobs waiting for a slot.", registry=self.registry)
+        self.jobs_kv_tokens_reserved = Gauge(
+            "vchat_jobs_kv_tokens_reserved", "vLLM KV-cache tokens the running jobs' largest rounds may hold.",
+            registry=self.registry)
+        self.jobs_kv_tokens_capacity = Gauge(
+            "vchat_jobs_kv_tokens_capacity", "vLLM's KV cache in tokens, that jobs are admitted within (0: admitted "
+            "by count).", registry=self.registry)
         self.answers = Counter("vchat_answers", "Video answers, by outcome.", ["outcome"], registry=self.registry)
         self.background_prompts = Counter(
             "vchat_background_prompts", "Chat UIs' own prompts (titles, tags, follow-ups) answered as plain chat.",

@@ -159,7 +159,7 @@ class Settings(SharedSettings):
     )
     max_active_jobs: int | None = Field(
         None, ge=1, description="Perception jobs running at once; empty: sized from vLLM's KV cache when vLLM first "
-        "answers (its full-context sequences, 16 to 256; 16 until then).",
+        "answers (jobs admitted while the tokens their largest rounds hold fit in it, at most 256; 16 until then).",
     )
     max_queued_jobs: int = Field(32, ge=0, description="Jobs waiting for a slot; beyond it requests get 429.")
 

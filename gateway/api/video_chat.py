@@ -52,15 +52,16 @@ class _Job:
     """One answer's chunk stream; ``committed`` turns true once a model has produced something."""
 
     def __init__(self, merger: Merger, admission: Admission, library: VideoLibrary, builder: AnswerBuilder,
-                 include_usage: bool, early_progress: bool) -> None:
+                 include_usage: bool, early_progress: bool, kv_tokens: int = 0) -> None:
         self.merger, self.admission, self.library, self.builder = merger, admission, library, builder
+        self.kv_tokens = kv_tokens
         self.include_usage = include_usage
         self.early_progress = early_progress
         self.committed = False
 
     async def chunks(self) -> AsyncGenerator[Chunk, None]:
         builder = self.builder
-        async with self.admission.slot(), self.library.store.pinned(builder.asset.id):
+        async with self.admission.slot(self.kv_tokens), self.library.store.pinned(builder.asset.id):
             yield builder.start()
             if self.early_progress:
                 # Video accepted, frames planned, question admitted: what is left can only fail on the model
@@ -80,9 +81,9 @@ class _Job:
 
 async def answer_about_video(services: Services, body: ChatCompletionRequest, ref: VideoRef,
                              route: ModelRoute) -> Answer:
-    """Resolve the video, plan the first round and size admission; the answer's chunks then run the rounds under
-    an admission slot. Errors until the question is admitted (and, unless the progress line goes out early, until a
-    model answers) are plain JSON errors."""
+    """Resolve the video, plan the first round and what its rounds hold in vLLM, size admission; the answer's chunks
+    then run the rounds under an admission slot. Errors until the question is admitted (and, unless the progress line
+    goes out early, until a model answers) are plain JSON errors."""
     library, settings = services.media, services.settings
     clock = time.perf_counter()
     # Gemini alone watches a YouTube link by its URL: nothing to download (unless Gemini cannot fetch it).
@@ -91,9 +92,12 @@ async def answer_about_video(services: Services, body: ChatCompletionRequest, re
     video_seconds = round(time.perf_counter() - clock, 3)
     req = loop_request(body, ref, route.local, settings)
     loop = services.perception if route.local is not None else None
+    kv_tokens = 0
     if loop is not None:
         assert isinstance(asset, Asset)  # linked only when no local model answers
         await loop.plan(asset, req)  # a video that cannot be sampled (or fit) is refused before anything starts
+        # Admitted by what its rounds hold in vLLM's KV cache, not by a whole context each (when vLLM's cache is known).
+        kv_tokens = await loop.kv_tokens(asset, req, evidence=route.gemini and route.mode == "gemini_context")
     gemini = services.gemini if route.gemini else None
     merger = Merger(Sources(loop, gemini, route.mode, route.local_down), settings.gemini_deadline_s)
     builder = AnswerBuilder(body.model, asset, req, merged=route.mode, video_seconds=video_seconds)
@@ -104,6 +108,6 @@ async def answer_about_video(services: Services, body: ChatCompletionRequest, re
     # The progress line goes out at once only when the local model is to run: a Gemini-only answer (or one whose vLLM
     # is known to be down) keeps its headers until Gemini answers, so that both failing is still a plain 503.
     early = body.stream and loop is not None and not route.local_down
-    job = _Job(merger, services.admission, library, builder, include_usage, early)
+    job = _Job(merger, services.admission, library, builder, include_usage, early, kv_tokens)
     return Answer(builder.envelope, job.chunks(), committed=lambda: job.committed,
                   counted=lambda outcome: services.metrics.answers.labels(outcome).inc())

@@ -114,21 +114,21 @@ class Generated:
 _INFO_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-def kv_concurrency(metrics_text: str, context: int) -> int | None:
-    """How many ``context``-token sequences vLLM's KV cache holds at once, from its Prometheus text
-    (``vllm:cache_config_info``): vLLM's own ``kv_cache_max_concurrency`` where it says it, else GPU blocks × block
-    size ÷ context; None when neither is there."""
+def kv_cache_tokens(metrics_text: str, context: int) -> int | None:
+    """The tokens vLLM's KV cache holds, from its Prometheus text (``vllm:cache_config_info``): GPU blocks × block
+    size where it says them, else its ``kv_cache_max_concurrency`` × ``context`` (vLLM's figure is that size ÷ its
+    context); None when neither is there."""
     for line in metrics_text.splitlines():
         if not line.startswith("vllm:cache_config_info{"):
             continue
         labels = dict(_INFO_LABEL.findall(line))
-        try:
-            return int(float(labels["kv_cache_max_concurrency"]))
-        except (KeyError, ValueError):
-            pass
         blocks, size = labels.get("num_gpu_blocks", ""), labels.get("block_size", "")
         if blocks.isdigit() and size.isdigit():
-            return int(blocks) * int(size) // context
+            return int(blocks) * int(size)
+        try:
+            return int(float(labels["kv_cache_max_concurrency"]) * context)
+        except (KeyError, ValueError):
+            pass
     return None
 
 
@@ -171,10 +171,11 @@ class VllmBackend:
                 return next((m.max_model_len for m in served if m.max_model_len), None)
         return None
 
-    async def kv_concurrency(self, context: int) -> int | None:
-        """Sequences of ``context`` tokens vLLM's KV cache holds at once; None when its /metrics does not say."""
+    async def kv_cache_tokens(self, context: int) -> int | None:
+        """The tokens vLLM's KV cache holds (``context``: the model's, to read vLLM's sequence count by); None when
+        its /metrics does not say."""
         response = await self._get("/metrics", "answer /metrics", self._timeout_s)
-        return kv_concurrency(response.text, context) if response.status_code == 200 else None
+        return kv_cache_tokens(response.text, context) if response.status_code == 200 else None
 
     async def _served(self, max_age_s: float) -> list[ServedModel]:
         """The model list, from a copy or a listing begun at most ``max_age_s`` ago.

@@ -94,6 +94,20 @@ def plan_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, pr
     return RoundPlan(frames, reply, (note,))
 
 
+def largest_round(video: VideoInfo, limits: FrameLimits, *, context: int | None, prompt: str, max_tokens: int,
+                  spare_frames: int, reserved: int = 0) -> int:
+    """The most tokens a round with this prompt can hold in vLLM's KV cache: the frames planned before the context
+    cuts any (spare glue frames included), the text as planned, ``reserved`` tokens and the whole reply, at most the
+    context. plan_round only ever cuts frames or the reply from these to fit the context, so no round holds more."""
+    try:
+        frames = _plan(video, limits, limits.max_visual_tokens, spare_frames)
+        seen = visual_tokens(frames.nframes + spare_frames, frames.height, frames.width)
+    except ValueError:
+        seen = limits.max_visual_tokens
+    held = seen + planned_text_tokens(prompt) + reserved + max_tokens
+    return held if context is None else min(context, held)
+
+
 def _plan(video: VideoInfo, limits: FrameLimits, room: int, spare_frames: int) -> FramePlan:
     if room < 1:
         raise ValueError("no room is left for frames")

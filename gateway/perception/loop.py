@@ -24,7 +24,7 @@ from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, Span, parse_glue
 from gateway.media.subtitles import Line
 from gateway.media.zoom import round_frames, segment_fps
 from gateway.metrics import Metrics
-from gateway.perception.budget import RoundPlan, plan_round, text_room
+from gateway.perception.budget import RoundPlan, largest_round, plan_round, text_room
 from gateway.perception.subtitles import covered, preamble_bytes, thin, with_subtitles
 from vchat_settings import Settings
 from videochat_r15.geometry import visual_tokens
@@ -138,6 +138,25 @@ class PerceptionLoop:
                           prompt=prompt if prompt is not None else round_prompt(req.question, req.options, glue=True),
                           max_tokens=req.max_tokens, max_tokens_set=req.max_tokens_set,
                           spare_frames=KEY_TIME_SPARE_FRAMES, reserved=reserved)
+
+    async def kv_tokens(self, asset: Asset, req: LoopRequest, *, evidence: bool = False) -> int:
+        """The KV-cache tokens the request's largest round can hold in vLLM (prompt and reply): what admission reserves
+        for it. Every round is planned under the same limits (visual tokens, context, reply) from the same video; they
+        differ in their prompts only (the glue or the final question, their subtitles), so each question is bounded
+        with the most subtitles a round may take. With ``evidence`` the last prompt holds Gemini's notes, whose length
+        is known only once Gemini answered: the whole context is reserved."""
+        limits, context = await self._limits(req)
+        if evidence and context is not None:
+            return context
+        held = []
+        for glue in (True, False):
+            prompt = round_prompt(req.question, req.options, glue=glue)
+            _, line_bytes = await self._subtitle_bytes(asset, req, prompt)
+            reserved = line_bytes + preamble_bytes(multiple_choice=bool(req.options)) if line_bytes else 0
+            held.append(largest_round(asset.probe.video_info(), limits, context=context, prompt=prompt,
+                                      max_tokens=req.max_tokens, spare_frames=KEY_TIME_SPARE_FRAMES,
+                                      reserved=reserved))
+        return max(held)
 
     async def _limits(self, req: LoopRequest) -> tuple[FrameLimits, int | None]:
         limits = FrameLimits(max_visual_tokens=self.token_limit, min_pixels=self.settings.frame_min_pixels,

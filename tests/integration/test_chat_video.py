@@ -417,14 +417,16 @@ def test_client_leaving_a_plain_chat_stream_aborts_it_in_vllm(vllm: VllmHandle,
 
 def test_admission_is_sized_from_the_real_vllms_kv_cache(vllm: VllmHandle, gateway_factory: GatewayFactory,
                                                          origin: Origin, clip: Path) -> None:
-    # VCHAT_MAX_ACTIVE_JOBS empty: the first video question reads vLLM-CPU's own /metrics and admits as many jobs as
-    # vLLM says its KV cache holds full-context sequences (16..256).
-    from gateway.api.admission import AUTO_CEILING, AUTO_FLOOR
+    # VCHAT_MAX_ACTIVE_JOBS empty: the first video question reads vLLM-CPU's own /metrics and from then on admits jobs
+    # by the tokens their rounds hold in vLLM's KV cache (its GPU blocks × block size), at most 256 at once.
+    from gateway.api.admission import AUTO_CEILING
+    from gateway.backends.vllm import kv_cache_tokens
+    from tests.support.scrape import samples
 
     gw = gateway_factory(vllm_url=vllm.base_url)
-    said = re.search(r'kv_cache_max_concurrency="([\d.]+)"', httpx.get(f"{vllm.base_url}/metrics").text)
-    assert said, "vLLM-CPU's /metrics no longer says kv_cache_max_concurrency"
-    expected = min(max(int(float(said[1])), AUTO_FLOOR), AUTO_CEILING)
+    expected = kv_cache_tokens(httpx.get(f"{vllm.base_url}/metrics").text, context=1)  # blocks × block size
+    assert expected, "vLLM-CPU's /metrics no longer says its KV cache's size (vllm:cache_config_info)"
     ask(gw, [video_part(origin.file("/sized.mp4", clip.read_bytes())), {"type": "text", "text": QUESTION}],
         iterations=1)
-    assert f"vchat_jobs_limit {float(expected)}" in httpx.get(f"{gw.url}/metrics").text
+    found = samples(f"{gw.url}/metrics")
+    assert (found["vchat_jobs_kv_tokens_capacity"], found["vchat_jobs_limit"]) == (expected, AUTO_CEILING)

@@ -9,7 +9,7 @@ import pytest
 from gateway.errors import InvalidRequest
 from gateway.media.plan import FrameLimits, VideoInfo
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames
-from gateway.perception.budget import MIN_REPLY_TOKENS, plan_round
+from gateway.perception.budget import MIN_REPLY_TOKENS, largest_round, plan_round
 from vchat_settings import Settings
 from videochat_r15.geometry import MODEL_CARD_TOTAL_PIXELS, visual_tokens
 from videochat_r15.prompts import round_prompt
@@ -70,6 +70,38 @@ def test_never_over_the_context_whatever_the_limits() -> None:
         frames = plan.frames
         assert cost(frames.nframes, frames.height, frames.width) + text_tokens(PROMPT) + plan.max_tokens <= context
         assert plan.max_tokens == max_tokens or (not chosen and plan.max_tokens >= MIN_REPLY_TOKENS)
+
+
+def test_no_round_holds_more_than_admission_reserves_for_it() -> None:
+    # Admission reserves largest_round for a job: whatever the context cuts, and whichever of its questions a round asks
+    # (the glue rounds' or the last one's, with subtitles' tokens reserved), no round of it is planned larger.
+    rng = random.Random(7)
+    for _ in range(300):
+        context, max_tokens, reserved = rng.randint(1024, 65536), rng.randint(16, 4096), rng.choice([0, 900])
+        video = VideoInfo(duration_s=rng.uniform(2, 7200), fps=rng.choice([24.0, 30.0, 60.0]),
+                          width=rng.choice([320, 1280, 1920, 720]), height=rng.choice([240, 720, 1080, 1280]))
+        bounds = limits(max_visual_tokens=rng.choice([2048, 7680, 36864]))
+        prompts = [round_prompt("What moves?", ["A. nothing", "B. the bars"], glue=glue) for glue in (True, False)]
+        reserve = max(largest_round(video, bounds, context=context, prompt=prompt, max_tokens=max_tokens,
+                                    spare_frames=KEY_TIME_SPARE_FRAMES, reserved=reserved) for prompt in prompts)
+        assert reserve <= context
+        for prompt in prompts:
+            try:
+                plan = plan_round(video, bounds, context=context, prompt=prompt, max_tokens=max_tokens,
+                                  max_tokens_set=False, spare_frames=KEY_TIME_SPARE_FRAMES, reserved=reserved)
+            except InvalidRequest:
+                continue
+            frames = plan.frames
+            assert cost(frames.nframes, frames.height, frames.width) + text_tokens(prompt) + reserved \
+                + plan.max_tokens <= reserve
+
+
+def test_a_round_of_a_short_clip_reserves_its_frames_text_and_reply_not_the_context() -> None:
+    # The H100 figures: a 60 s 1080p clip, 120 frames of 7,200 visual tokens, 256 reply tokens, context 40,960.
+    minute = VideoInfo(duration_s=60.0, fps=30.0, width=1920, height=1080, total_frames=1800)
+    reserve = largest_round(minute, limits(), context=40960, prompt=PROMPT, max_tokens=256,
+                            spare_frames=KEY_TIME_SPARE_FRAMES)
+    assert 7200 + 256 < reserve < 9000
 
 
 def test_a_default_reply_budget_is_lowered_when_even_four_frames_do_not_fit() -> None:
