@@ -210,7 +210,10 @@ def test_slow_readers_leaving_under_mixed_load_leave_vllm_idle_within_seconds(
         (seen := samples(metrics))["vchat_jobs_active"] == 1 and seen["vchat_jobs_queued"] == 1))
     gone = [Leaver(gw, video_question(origin.file(f"/gone{n}.mp4", data)), f"mix-gone-{n}", leave_at_once=True)
             for n in range(2)]
-    queued = [client for client in videos if not client.first_byte.is_set()]  # the running one has said "Watching"
+    # The running one has said "Watching": admitted (the metric) comes a moment before its first byte reaches its
+    # reader thread, which on a loaded machine may not have run yet.
+    wait_for("the running question's first byte", lambda: sum(c.first_byte.is_set() for c in videos) == 1)
+    queued = [client for client in videos if not client.first_byte.is_set()]
     assert len(queued) == 1
     for client in plains + videos:
         client.leave()
