@@ -1,6 +1,7 @@
 """Where a cold video's time goes outside vLLM (issue 29): each stage of getting a video from a loopback origin into
 the cache (fetch and hash, probe, sanitize: ffmpeg's remux and the probe of what it wrote) and of round 1's frames
-(the frame index, then extraction), timed by wrapping the library's own steps.
+(the frame index, then extraction), as the library itself records them in ``vchat_media_stage_seconds`` on the
+Metrics this script hands it (sanitize is ffmpeg's remux and the probe of what it wrote, together).
 
     .venv/bin/python bench/cold_path.py [--minutes 1,60] [--max-frames 64,512] [--repeats 1]
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import shutil
 import socket
@@ -22,9 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,24 +30,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from long_video import CACHE, round1_plan, variant  # noqa: E402
 
-import gateway.media.framecache as framecache_module  # noqa: E402
-import gateway.media.library as library_module  # noqa: E402
-import gateway.media.sanitize as sanitize_module  # noqa: E402
 from gateway.media.library import open_library  # noqa: E402
 from gateway.media.sampling import select_frames  # noqa: E402
+from gateway.metrics import Metrics  # noqa: E402
 from vchat_settings import Settings  # noqa: E402
-
-TIMES: collections.defaultdict[str, float] = collections.defaultdict(float)
-
-
-def timed(name: str, work: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await work(*args, **kwargs)
-        finally:
-            TIMES[name] += time.perf_counter() - started
-    return wrapper
 
 
 def free_port() -> int:
@@ -66,24 +50,13 @@ def wait_for_port(port: int) -> None:
     raise SystemExit("the origin did not start")
 
 
-def instrument() -> None:
-    library_module.fetch_to_file = timed("fetch+hash", library_module.fetch_to_file)
-    library_module.probe = timed("probe source", library_module.probe)
-    library_module.sanitize = timed("sanitize (all)", library_module.sanitize)
-    sanitize_module.run_tool = timed("  remux (ffmpeg)", sanitize_module.run_tool)
-    sanitize_module.probe = timed("  probe remux", sanitize_module.probe)
-    for name in ("build_index", "extract_frames"):
-        if hasattr(framecache_module, name):
-            setattr(framecache_module, name, timed(name, getattr(framecache_module, name)))
-
-
 async def one(origin: str, minutes: int, max_frames: int, run: int, scratch: Path) -> dict[str, float]:
-    TIMES.clear()
     # Another title for each (minutes, max_frames, run): bytes no run has cached.
     url = f"{origin}/{variant(minutes, 100 + 10 * run + (max_frames > 64)).name}"
     settings = Settings(vllm_url=None, media_dir=scratch / f"m-{minutes}-{max_frames}-{run}",
                         media_allowed_hosts=["127.0.0.1"], media_max_bytes=4 << 30)
-    async with open_library(settings) as library:
+    metrics = Metrics()
+    async with open_library(settings, metrics) as library:
         started = time.perf_counter()
         asset = await library.from_url(url)
         got = time.perf_counter()
@@ -93,7 +66,8 @@ async def one(origin: str, minutes: int, max_frames: int, run: int, scratch: Pat
         await library.frames(asset, list(selection.indices), width=plan.width, height=plan.height,
                              snap_s=settings.frame_keyframe_snap / selection.sample_fps)
         done = time.perf_counter()
-    return {"video_s": got - started, "round1_s": done - got, **TIMES}
+    stages = {f"{stage} s": total for stage, (_, total) in metrics.media_stage_totals().items()}
+    return {"video_s": got - started, "round1_s": done - got, **stages}
 
 
 async def measure(origin: str, options: argparse.Namespace, scratch: Path) -> None:
@@ -111,7 +85,6 @@ def main() -> None:
     parser.add_argument("--max-frames", default="64,512")
     parser.add_argument("--repeats", type=int, default=1)
     options = parser.parse_args()
-    instrument()
     CACHE.mkdir(parents=True, exist_ok=True)
     for minutes in map(int, options.minutes.split(",")):
         for run in range(options.repeats):

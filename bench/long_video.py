@@ -48,6 +48,7 @@ from gateway.media.framecache import FrameCache  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.probe import Probe, ProbeLimits, probe  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
+from gateway.metrics import Metrics  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
 from vchat_settings import Settings  # noqa: E402
 
@@ -99,7 +100,7 @@ async def round1(video: Path, found: Probe, plan: FramePlan, snap: float, work: 
     folder = work / "obj"
     folder.mkdir(parents=True)
     os.link(video, folder / "video.mp4")
-    frames = FrameCache(max_frames=4096, workers=os.cpu_count() or 1, timeout_s=3600)
+    frames = FrameCache(max_frames=4096, workers=os.cpu_count() or 1, timeout_s=3600, metrics=Metrics())
     started = time.perf_counter()
     index = await frames.index(folder / "video.mp4", found)
     indexed = time.perf_counter()

@@ -3,8 +3,10 @@ plain full decode, a warm second question, and eight concurrent first requests f
 
     .venv/bin/python bench/media_pipeline.py [--cold-runs 3] [--warm-runs 50] [--concurrent 8]
 
-The VideoLibrary is built directly, as ``gateway.app``'s lifespan builds it (no HTTP layer, no vLLM). Frames are
-round 1's frames (uniform), extracted by seeking at the size the frame planner picks with the default settings.
+The VideoLibrary is built directly, as ``gateway.app``'s lifespan builds it (no HTTP layer, no vLLM), each with a
+Metrics of its own: the split of a cold run is what the library itself records in ``vchat_media_stage_seconds``.
+Frames are round 1's frames (uniform), extracted by seeking at the size the frame planner picks with the default
+settings.
 """
 
 from __future__ import annotations
@@ -16,27 +18,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gateway.media.framecache as framecache_module  # noqa: E402
-import gateway.media.library as library_module  # noqa: E402
 from gateway.media.library import Asset, VideoLibrary  # noqa: E402
 from gateway.media.library import open_library as library_of  # noqa: E402
 from gateway.media.plan import FrameLimits, FramePlan, plan_frames  # noqa: E402
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames  # noqa: E402
+from gateway.metrics import MediaStage, Metrics  # noqa: E402
 from tests.support.origin import Origin  # noqa: E402
 from vchat_settings import Settings  # noqa: E402
 
 CACHE = ROOT / "var" / "bench-cache"
-# Time spent in each stage of the cold path, filled by the wrappers ``instrument`` installs.
-PHASES: dict[str, list[float]] = defaultdict(list)
 
 
 def make_clip() -> Path:
@@ -63,30 +60,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def instrument() -> None:
-    """Time the library's stages (fetch, probe, sanitize, index, frames) by wrapping the functions it calls."""
-
-    def timed(name: str, func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await func(*args, **kwargs)
-            finally:
-                PHASES[name].append(time.perf_counter() - started)
-        return wrapper
-
-    for name in ("fetch_to_file", "probe", "sanitize"):
-        setattr(library_module, name, timed(name, getattr(library_module, name)))
-    for name in ("build_index", "extract_frames"):
-        setattr(framecache_module, name, timed(name, getattr(framecache_module, name)))
-
-
 @asynccontextmanager
-async def open_library(media_dir: Path) -> AsyncIterator[VideoLibrary]:
+async def open_library(media_dir: Path, metrics: Metrics) -> AsyncIterator[VideoLibrary]:
     """What the app's lifespan builds, over a media dir of its own; loopback may be fetched."""
     settings = Settings(vllm_url=None, media_dir=media_dir, media_allowed_hosts=["127.0.0.1"])
-    async with library_of(settings) as library:
+    async with library_of(settings, metrics) as library:
         yield library
+
+
+def stage_seconds(metrics: Metrics) -> dict[MediaStage, float]:
+    return {stage: total for stage, (_, total) in metrics.media_stage_totals().items()}
 
 
 def frame_plan(asset: Asset, settings: Settings) -> FramePlan:
@@ -117,7 +100,6 @@ async def run(options: argparse.Namespace) -> None:
     clip = make_clip()
     body = clip.read_bytes()
     origin = Origin().start()
-    instrument()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-media-", dir=CACHE) as scratch:
             await measure(options, clip, body, origin, Path(scratch))
@@ -128,27 +110,28 @@ async def run(options: argparse.Namespace) -> None:
 async def measure(options: argparse.Namespace, clip: Path, body: bytes, origin: Origin, scratch: Path) -> None:
     decode_s: list[float] = []
     cold_s: list[float] = []
-    phases: list[dict[str, float]] = []
+    phases: list[dict[MediaStage, float]] = []
     for run_no in range(options.cold_runs):
         # Interleaved, so both see the same machine state; each cold run gets a fresh cache and a new URL.
         decode_s.append(await asyncio.to_thread(full_decode, clip))
         url = origin.file(f"/cold-{run_no}.mp4", body)
-        PHASES.clear()
-        async with open_library(scratch / f"cold-{run_no}") as library:
+        metrics = Metrics()
+        async with open_library(scratch / f"cold-{run_no}", metrics) as library:
             started = time.perf_counter()
             asset, plan, frames = await question(library, url)
             cold_s.append(time.perf_counter() - started)
-            phases.append({name: sum(values) for name, values in PHASES.items()})
+            phases.append(stage_seconds(metrics))
             if run_no == options.cold_runs - 1:
+                cold_extractions = metrics.media_stage_totals()["frames"][0]
                 warm_ms = []
                 for _ in range(options.warm_runs):
                     started = time.perf_counter()
                     await question(library, url)
                     warm_ms.append((time.perf_counter() - started) * 1000)
-                warm_runs_ffmpeg = len(PHASES["extract_frames"])
+                warm_extractions = metrics.media_stage_totals()["frames"][0] - cold_extractions
 
     url = origin.file("/concurrent.mp4", body)
-    async with open_library(scratch / "concurrent") as library:
+    async with open_library(scratch / "concurrent", Metrics()) as library:
         started = time.perf_counter()
         assets = await asyncio.gather(*(library.from_url(url) for _ in range(options.concurrent)))
         concurrent_s = time.perf_counter() - started
@@ -164,16 +147,15 @@ async def measure(options: argparse.Namespace, clip: Path, body: bytes, origin: 
           f"{'index':>6} {'frames':>6} {'other':>6}")
     for n, (cold, decode, split) in enumerate(zip(cold_s, decode_s, phases, strict=True)):
         other = cold - sum(split.values())
-        print(f"{n + 1:<7} {cold:7.2f} {decode:9.2f} {cold / decode:6.2f}   {split.get('fetch_to_file', 0):6.2f} "
-              f"{split.get('probe', 0):6.2f} {split.get('sanitize', 0):8.2f} "
-              f"{split.get('build_index', 0):6.2f} {split.get('extract_frames', 0):6.2f} "
+        print(f"{n + 1:<7} {cold:7.2f} {decode:9.2f} {cold / decode:6.2f}   {split['fetch']:6.2f} "
+              f"{split['probe']:6.2f} {split['sanitize']:8.2f} {split['index']:6.2f} {split['frames']:6.2f} "
               f"{other:6.2f}")
     cold_med, decode_med = statistics.median(cold_s), statistics.median(decode_s)
     print(f"{'median':<7} {cold_med:7.2f} {decode_med:9.2f} {cold_med / decode_med:6.2f}   (target ratio <= 1.3)")
     print()
     print(f"warm: the same URL again (from_url + plan + round-1 frames), {options.warm_runs} times")
     print(f"p50 {percentile(warm_ms, 50):.2f} ms   p99 {percentile(warm_ms, 99):.2f} ms   "
-          f"max {max(warm_ms):.2f} ms   frame extractions during warm runs: {warm_runs_ffmpeg - 1}   "
+          f"max {max(warm_ms):.2f} ms   frame extractions during warm runs: {warm_extractions}   "
           "(target p50 <= 50 ms)")
     print()
     print(f"concurrent: {options.concurrent} from_url calls for one new URL at once")

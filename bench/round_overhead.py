@@ -78,13 +78,14 @@ class _Recorder:
 async def gateway_params(body: dict[str, Any], media_dir: Path) -> tuple[dict[str, Any], RoundStarted]:
     """The params the gateway's round 1 passes to the openai SDK for this chat body, built by its own code."""
     settings = Settings(vllm_url=None, media_dir=media_dir, media_allowed_hosts=["127.0.0.1"])
-    async with open_library(settings) as library:
+    metrics = Metrics()
+    async with open_library(settings, metrics) as library:
         request = ChatCompletionRequest.model_validate(body)
         ref = find_video(request.messages)
         assert ref is not None
         asset = await resolve(ref, library)
         recorder = _Recorder()
-        loop = PerceptionLoop(recorder, library, settings, Metrics())
+        loop = PerceptionLoop(recorder, library, settings, metrics)
         events = [event async for event in loop.run(asset, loop_request(request, ref, MODEL, settings))]
     started = next(event for event in events if isinstance(event, RoundStarted))
     return recorder.params, started

@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, vllm_transport: httpx2.AsyncBaseTransport 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
-            media = await stack.enter_async_context(open_library(settings))
+            media = await stack.enter_async_context(open_library(settings, app_metrics))
             vllm = perception = None
             if settings.vllm_base is not None:
                 limits = httpx2.Limits(max_connections=256, max_keepalive_connections=64)

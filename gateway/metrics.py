@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+# The media library's stages of a video it has not seen: download and hash, probe of the source, the sanitized
+# copy (ffmpeg's remux or re-encode, and the probe of what it wrote), the frame index, and each frame extraction.
+MediaStage = Literal["fetch", "probe", "sanitize", "index", "frames"]
+MEDIA_STAGES: tuple[MediaStage, ...] = ("fetch", "probe", "sanitize", "index", "frames")
 
 
 @dataclass
@@ -33,6 +41,12 @@ class Metrics:
             buckets=(256, 512, 1024, 2048, 4096, 8192, 16384), registry=self.registry)
         self.vllm_call_seconds = Histogram("vchat_vllm_call_seconds", "Duration of one round's vLLM call.",
                                            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.media_stage_seconds = Histogram(
+            "vchat_media_stage_seconds", "Time spent in each stage of getting a new video and its frames: fetch, "
+            "probe, sanitize, index, frames (cached videos and frames skip them).",
+            ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        for stage in MEDIA_STAGES:  # every stage on /metrics from the start, at 0
+            self.media_stage_seconds.labels(stage)
         self.jobs_active = Gauge("vchat_jobs_active", "Perception jobs running.", registry=self.registry)
         self.jobs_limit = Gauge(
             "vchat_jobs_limit", "Perception jobs admitted at once at most (VCHAT_MAX_ACTIVE_JOBS; else 16 until "
@@ -53,3 +67,19 @@ class Metrics:
             "vchat_backend_errors", "Failed calls to a model backend, by backend and reason.",
             ["backend", "reason"], registry=self.registry,
         )
+
+    @contextmanager
+    def media_stage(self, stage: MediaStage) -> Iterator[None]:
+        """Time the block as one ``stage`` of the media library (observed also when it fails: the time was spent)."""
+        with self.media_stage_seconds.labels(stage).time():
+            yield
+
+    def media_stage_totals(self) -> dict[MediaStage, tuple[int, float]]:
+        """Each media stage's (count, total seconds) so far: what ``/metrics`` shows, read without parsing it."""
+        totals: dict[MediaStage, tuple[int, float]] = {}
+        for stage in MEDIA_STAGES:
+            labels: dict[str, str] = {"stage": stage}
+            count = self.registry.get_sample_value("vchat_media_stage_seconds_count", labels)
+            total = self.registry.get_sample_value("vchat_media_stage_seconds_sum", labels)
+            totals[stage] = (int(count or 0), total or 0.0)
+        return totals

@@ -19,6 +19,7 @@ from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_
 from gateway.media.probe import Probe
 from gateway.media.space import full_disk_refused
 from gateway.media.store import write_json_atomic
+from gateway.metrics import Metrics
 
 INDEX_FILE = "index.json"
 # Frame indices of a few videos stay parsed in memory (an hour at 30 fps is ~1 MB of pts).
@@ -47,11 +48,13 @@ class FrameCache:
 
     Each size directory keeps at most max_frames files; the least recently used go first, never ones the
     caller is about to read. Concurrent requests for the same frames share one extraction, which is
-    cancelled (its processes killed) only when every request waiting on it has gone.
+    cancelled (its processes killed) only when every request waiting on it has gone. Building an index and each
+    extraction are timed as the media stages ``index`` and ``frames`` on ``metrics``.
     """
 
-    def __init__(self, *, max_frames: int, workers: int, timeout_s: float) -> None:
+    def __init__(self, *, max_frames: int, workers: int, timeout_s: float, metrics: Metrics) -> None:
         self.max_frames = max_frames
+        self.metrics = metrics
         self.cores = workers
         self.workers = asyncio.Semaphore(workers)
         self.timeout_s = timeout_s
@@ -65,7 +68,8 @@ class FrameCache:
         if cached is None:
             cached = await asyncio.to_thread(_load_index, path)
             if cached is None:
-                cached = await build_index(video, found, timeout_s=self.timeout_s)
+                with self.metrics.media_stage("index"):
+                    cached = await build_index(video, found, timeout_s=self.timeout_s)
                 # Kept in memory when the disk is full: the index only saves a later build (logged as full).
                 with contextlib.suppress(InsufficientStorage), full_disk_refused(path.parent):
                     await asyncio.to_thread(_save_index, path, cached)
@@ -95,8 +99,7 @@ class FrameCache:
             missing = await asyncio.to_thread(_missing, size_dir, wanted)
             if missing:
                 await self._shared((size_dir, tuple(missing)), functools.partial(
-                    extract_frames, video, found, index, missing, width=width, height=height, out_dir=size_dir,
-                    workers=self.workers, cores=self.cores, timeout_s=self.timeout_s))
+                    self._extract, video, found, index, missing, width=width, height=height, out_dir=size_dir))
             try:
                 jpegs = await asyncio.to_thread(_read_and_trim, size_dir, list(wanted), self.max_frames)
             except FileNotFoundError:
@@ -106,6 +109,13 @@ class FrameCache:
                 continue
             return Frames(jpegs, tuple(round(index.time(i), 6) for i in wanted), width, height, tuple(wanted))
         raise AssertionError("unreachable")
+
+    async def _extract(self, video: Path, found: Probe, index: FrameIndex, missing: list[int], *, width: int,
+                       height: int, out_dir: Path) -> None:
+        # Timed inside the shared flight: requests waiting on one extraction observe it once.
+        with self.metrics.media_stage("frames"):
+            await extract_frames(video, found, index, missing, width=width, height=height, out_dir=out_dir,
+                                 workers=self.workers, cores=self.cores, timeout_s=self.timeout_s)
 
     async def _shared(self, key: tuple[Path, tuple[int, ...]], work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         flight = self._flights.get(key)

@@ -34,6 +34,7 @@ from gateway.media.store import MediaStore, StoredObject, write_json_atomic
 from gateway.media.subtitles import TextLimits, Transcript, extract, read_text
 from gateway.media.subtitles import load as load_transcript
 from gateway.media.transport import guarded_async_client
+from gateway.metrics import Metrics
 from vchat_settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,16 @@ class LinkedVideo:
 
 
 class VideoLibrary:
-    """Resolves URLs, pages, data URLs, uploads and file ids to assets; extracts the frames rounds ask for."""
+    """Resolves URLs, pages, data URLs, uploads and file ids to assets; extracts the frames rounds ask for.
+
+    Each stage of a new video (fetch, probe, sanitize, then index and frames) is timed on ``metrics``
+    (``vchat_media_stage_seconds``); what comes from the cache is not.
+    """
 
     def __init__(self, settings: Settings, store: MediaStore, files: FileRegistry, http: httpx2.AsyncClient,
-                 policy: HostPolicy) -> None:
+                 policy: HostPolicy, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.files = files
         self.http = http
@@ -98,7 +104,7 @@ class VideoLibrary:
         self.text_limits = TextLimits(settings.subtitles_max_bytes, settings.subtitles_max_lines)
         self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
                                       workers=settings.frame_workers or os.cpu_count() or 1,
-                                      timeout_s=settings.ffmpeg_timeout_s)
+                                      timeout_s=settings.ffmpeg_timeout_s, metrics=metrics)
 
     # --- the ways in ------------------------------------------------------------------------------
 
@@ -208,8 +214,9 @@ class VideoLibrary:
             if page.captions is not None:
                 captions = await self._captions(page.captions)
         async with self.store.temp_dir() as work:
-            fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy,
-                                          make_room=self.store.make_room)
+            with self.metrics.media_stage("fetch"):
+                fetched = await fetch_to_file(self.http, media_url, work, self.fetch_limits, self.policy,
+                                              make_room=self.store.make_room)
             asset = await self.store.single_flight(
                 f"obj:{fetched.sha256}",
                 lambda: self._ingest(fetched.path, fetched.sha256, kind, loggable_url(url), page_url, is_youtube,
@@ -243,7 +250,8 @@ class VideoLibrary:
                     await asyncio.to_thread(write_json_atomic, stored.dir / TRANSCRIPT, captions.to_json(),
                                             self.store.tmp)
             return await self.load(stored, {"page_url": page_url, "is_youtube": is_youtube})
-        found = await probe(src, self.probe_limits)
+        with self.metrics.media_stage("probe"):
+            found = await probe(src, self.probe_limits)
         # The copy takes about what its source does; twice that leaves room for a re-encode that comes out larger.
         built, written, facts = await self.store.with_room(
             lambda: self._build(src, found, digest, kind, source_host, captions), needed=2 * found.bytes)
@@ -265,7 +273,8 @@ class VideoLibrary:
                                            timeout_s=self.settings.ffmpeg_timeout_s) or captions
             if transcript is not None:
                 await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
-            written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
+            with self.metrics.media_stage("sanitize"):
+                written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
             await asyncio.to_thread(write_json_atomic, obj / "facts.json", meta, build)
@@ -317,9 +326,9 @@ def _decode_base64_to(payload: str, path: Path) -> tuple[Path, str]:
 
 
 @asynccontextmanager
-async def open_library(settings: Settings) -> AsyncIterator[VideoLibrary]:
+async def open_library(settings: Settings, metrics: Metrics) -> AsyncIterator[VideoLibrary]:
     """The media library the app's lifespan (and the benchmarks) use: cache and file records opened (crash
-    leftovers swept), and the guarded HTTP client, closed on exit."""
+    leftovers swept), and the guarded HTTP client, closed on exit; its stages timed on the app's ``metrics``."""
     store = MediaStore(settings.media_dir, settings.media_cache_bytes)
     registry = FileRegistry(settings.media_dir, store.tmp)
     await asyncio.to_thread(store.open)
@@ -327,6 +336,6 @@ async def open_library(settings: Settings) -> AsyncIterator[VideoLibrary]:
     policy = HostPolicy.from_settings(settings.media_allowed_hosts)
     try:
         async with guarded_async_client(policy) as http:
-            yield VideoLibrary(settings, store, registry, http, policy)
+            yield VideoLibrary(settings, store, registry, http, policy, metrics)
     finally:
         await store.aclose()  # the background eviction is the library's: it ends with it

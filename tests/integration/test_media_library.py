@@ -20,6 +20,7 @@ from gateway.errors import MediaRejected, NotFound
 from gateway.media.ffmpeg import ToolResult
 from gateway.media.library import VideoLibrary
 from gateway.media.library import open_library as library_of
+from gateway.metrics import Metrics
 from tests.support.clips import make_clip
 from tests.support.media_api import probe_file
 from tests.support.origin import Origin
@@ -36,7 +37,7 @@ async def open_library(media_dir: Path, **overrides: object) -> AsyncIterator[Vi
     """What ``gateway.app``'s lifespan builds, over ``media_dir``."""
     values: dict[str, object] = {"vllm_url": None, "media_dir": media_dir, "media_allowed_hosts": "127.0.0.1"}
     settings = Settings(**{**values, **overrides})  # type: ignore[arg-type]
-    async with library_of(settings) as library:
+    async with library_of(settings, Metrics()) as library:
         yield library
 
 

@@ -13,6 +13,7 @@ from gateway.media.library import open_library
 from gateway.media.pages import CaptionTrack, resolve_page
 from gateway.media.pages.captions import choose_captions
 from gateway.media.subtitles import Line
+from gateway.metrics import Metrics
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
 from vchat_settings import Settings
@@ -66,7 +67,7 @@ async def test_a_pages_captions_are_kept_with_its_video(tmp_path: Path, origin: 
     url = origin.page("/watch", page('<track kind="subtitles" src="/en.vtt" srclang="en-US">'))
     settings = Settings(vllm_url=None, media_dir=tmp_path / "media", media_allowed_hosts="127.0.0.1",  # type: ignore[call-arg]
                         subtitles_max_bytes=8192)
-    async with open_library(settings) as library:
+    async with open_library(settings, Metrics()) as library:
         asset = await library.from_url(url)
         transcript = asset.transcript
         assert transcript is not None
@@ -82,6 +83,6 @@ async def test_a_missing_caption_file_leaves_the_video_without_transcript(tmp_pa
     origin.file("/clip.mp4", make_clip(2.0, "160x120", 10).read_bytes())
     url = origin.page("/watch", page('<track kind="captions" src="/gone.vtt" srclang="en">'))
     settings = Settings(vllm_url=None, media_dir=tmp_path / "media", media_allowed_hosts="127.0.0.1")  # type: ignore[call-arg]
-    async with open_library(settings) as library:
+    async with open_library(settings, Metrics()) as library:
         asset = await library.from_url(url)
     assert asset.transcript is None

@@ -23,6 +23,7 @@ from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sampling import select_frames, uniform_indices
 from gateway.media.zoom import round_frames
+from gateway.metrics import Metrics
 from tests.support.clips import decoded_pts, frame_numbers, make_clip, make_numbered_clip
 
 LIMITS = ProbeLimits(max_duration_s=4 * 3600.0, max_side=7680, timeout_s=60.0)
@@ -106,7 +107,7 @@ def video_dir(tmp_path: Path, clip: Path) -> Path:
 
 
 def cache(max_frames: int = 4096, workers: int = 2) -> FrameCache:
-    return FrameCache(max_frames=max_frames, workers=workers, timeout_s=120)
+    return FrameCache(max_frames=max_frames, workers=workers, timeout_s=120, metrics=Metrics())
 
 
 # --- the index: every frame, in presentation order, with its real time ------------------------------

@@ -17,6 +17,7 @@ from gateway.media.framecache import FrameCache
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.sanitize import sanitize
 from gateway.media.space import Spool, out_of_space, tool_ran_out
+from gateway.metrics import Metrics
 from tests.support.clips import make_clip
 from tests.support.small_disk import SmallDisk, small_disk
 
@@ -161,7 +162,7 @@ async def test_frames_that_do_not_fit(disk: SmallDisk) -> None:
     video.parent.mkdir()
     video.write_bytes(make_clip(2.0, "160x120", 30).read_bytes())  # 60 frames, ~40 KiB
     found = await probe(video, LIMITS)
-    frames = FrameCache(max_frames=4096, workers=2, timeout_s=60)
+    frames = FrameCache(max_frames=4096, workers=2, timeout_s=60, metrics=Metrics())
     with pytest.raises(InsufficientStorage):  # 60 frames of 640x480 take far more than the disk's 256 KiB
         await frames.frames(video, found, list(range(60)), width=640, height=480)
     assert not [name for name in disk.files() if ".extract-" in name or name.endswith(".tmp")]
@@ -180,6 +181,6 @@ async def test_a_frame_index_that_does_not_fit_is_kept_in_memory(disk: SmallDisk
             raise FULL
 
         monkeypatch.setattr(framecache, "_save_index", full)
-    index = await FrameCache(max_frames=64, workers=1, timeout_s=60).index(video, found)
+    index = await FrameCache(max_frames=64, workers=1, timeout_s=60, metrics=Metrics()).index(video, found)
     assert len(index) == 10
     assert not (video.parent / "frames" / "index.json").exists()

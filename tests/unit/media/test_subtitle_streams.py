@@ -12,6 +12,7 @@ import pytest
 from gateway.media.library import open_library
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.subtitles import Line, TextLimits, extract, parse, plain
+from gateway.metrics import Metrics
 from tests.support.clips import make_clip, make_subtitled_clip
 from vchat_settings import Settings
 
@@ -84,7 +85,7 @@ async def test_a_huge_stream_is_cut_by_ffmpeg_and_noted(tmp_path: Path) -> None:
 
 async def test_library_keeps_the_transcript_with_the_asset(tmp_path: Path) -> None:
     settings = Settings(vllm_url=None, media_dir=tmp_path / "media")  # type: ignore[call-arg]
-    async with open_library(settings) as library:
+    async with open_library(settings, Metrics()) as library:
         for clip, expected in ((make_subtitled_clip(), EXPECTED), (make_clip(2.0, "160x120", 10), None)):
             data = clip.read_bytes()
             copy = tmp_path / clip.name

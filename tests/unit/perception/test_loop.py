@@ -55,7 +55,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
     settings = Settings(vllm_url=None, media_dir=tmp_path / "media", round_timeout_s=1.0)
     clip = make_clip(4.0, "640x360", 10).read_bytes()
     vllm = FakeVllm(replies)
-    async with open_library(settings) as library, \
+    async with open_library(settings, Metrics()) as library, \
             httpx2.AsyncClient(transport=vllm.transport(), trust_env=False) as http:
         asset = await library.from_data_url("data:video/mp4;base64," + base64.b64encode(clip).decode())
         backend = VllmBackend(http, "http://vllm.test", None, 5.0)
