@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import VChatError
-from gateway.media.frames import build_index, extract_frames, frame_name
+from gateway.media.frame_index import build_index
+from gateway.media.frames import extract_frames, frame_name
 from gateway.media.plan import FrameLimits, plan_frames
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.sampling import KEY_TIME_SPARE_FRAMES, select_frames

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InsufficientStorage
-from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name, snap_to_keyframes
+from gateway.media.frame_index import FrameIndex, build_index, snap_to_keyframes
+from gateway.media.frames import extract_frames, frame_name
 from gateway.media.probe import Probe
 from gateway.media.space import full_disk_refused
 from gateway.media.store import write_json_atomic

@@ -18,8 +18,9 @@ import pytest
 from gateway.errors import MediaTimeout
 from gateway.media import frames as frames_module
 from gateway.media.ffmpeg import STDERR_TAIL_LINES, run_tool
+from gateway.media.frame_index import FrameIndex, build_index, lone_keyframes, snap_to_keyframes
 from gateway.media.framecache import FrameCache
-from gateway.media.frames import FrameIndex, build_index, extract_frames, frame_name, plan_spans
+from gateway.media.frames import extract_frames, frame_name, plan_spans
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.sampling import select_frames, uniform_indices
 from gateway.media.zoom import round_frames
@@ -171,7 +172,7 @@ async def test_lone_keyframes_are_decoded_alone(x264: str, tmp_path: Path, monke
     found = await probe(video, LIMITS)
     index = await cache().index(video, found)
     wanted = list(index.keyframes[::3])
-    assert frames_module.lone_keyframes(index, wanted) == wanted
+    assert lone_keyframes(index, wanted) == wanted
     runs: list[list[str]] = []
     real_run_tool = frames_module.run_tool
 
@@ -193,14 +194,14 @@ async def test_lone_keyframes_are_decoded_alone(x264: str, tmp_path: Path, monke
 def test_snapping_moves_frames_to_near_keyframes_only() -> None:
     index = regular_index(3000, 60)  # 30 fps, a keyframe every 2 s
     # Frames 2 s apart: 62 and 118 are 2 frames from a keyframe, 90 is 1 s from both; within 0.1 s only.
-    assert frames_module.snap_to_keyframes(index, [62, 90, 118, 118], 0.1) == [60, 90, 120, 120]
-    assert frames_module.snap_to_keyframes(index, [62, 90, 118], 0.0) == [62, 90, 118]
+    assert snap_to_keyframes(index, [62, 90, 118, 118], 0.1) == [60, 90, 120, 120]
+    assert snap_to_keyframes(index, [62, 90, 118], 0.0) == [62, 90, 118]
     # Inside a kept range nothing moves, and nothing moves into one.
-    assert frames_module.snap_to_keyframes(index, [62, 118, 178], 0.1, keep=[(100, 125)]) == [60, 118, 180]
-    assert frames_module.snap_to_keyframes(index, [62, 118], 0.1, keep=[(55, 61)]) == [62, 120]
+    assert snap_to_keyframes(index, [62, 118, 178], 0.1, keep=[(100, 125)]) == [60, 118, 180]
+    assert snap_to_keyframes(index, [62, 118], 0.1, keep=[(55, 61)]) == [62, 120]
     # Never past or onto another wanted frame: order and count hold.
-    assert frames_module.snap_to_keyframes(index, [59, 61], 0.1) == [60, 61]
-    assert frames_module.snap_to_keyframes(index, [58, 59, 130], 0.5) == [58, 60, 120]
+    assert snap_to_keyframes(index, [59, 61], 0.1) == [60, 61]
+    assert snap_to_keyframes(index, [58, 59, 130], 0.5) == [58, 60, 120]
 
 
 def regular_index(frames: int, gop: int) -> FrameIndex:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import NotAVideo
-from gateway.media.frames import build_index, probe_index
+from gateway.media.frame_index import build_index, probe_index
 from gateway.media.mp4index import read_track_frames
 from gateway.media.probe import ProbeLimits, probe
 from gateway.media.sanitize import sanitize
