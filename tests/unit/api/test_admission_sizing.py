@@ -213,13 +213,18 @@ def by_tokens(capacity: int, queued: int = 32) -> Jobs:
 SMALL = [f"small{n}" for n in range(12)]
 
 
+async def twelve_small_then(jobs: Jobs, *later: tuple[str, int]) -> None:
+    """12 jobs of 8,000 tokens (96,000 held), then the later ones in order."""
+    for name in SMALL:
+        await jobs.start(name, 8_000)
+    for name, tokens in later:
+        await jobs.start(name, tokens)
+
+
 def test_a_large_job_waits_for_its_tokens_and_nobody_overtakes_it() -> None:
     async def scenario() -> None:
         jobs = by_tokens(100_000)
-        for name in SMALL:
-            await jobs.start(name, 8_000)
-        await jobs.start("large", 40_000)
-        await jobs.start("after", 8_000)
+        await twelve_small_then(jobs, ("large", 40_000), ("after", 8_000))
         assert jobs.order == SMALL and jobs.queued() == 2  # 96,000 held
         await jobs.finish(*SMALL[:4])  # 64,000 held: 40,000 do not fit, and the small job behind waits its turn
         assert jobs.order == SMALL and jobs.queued() == 2
@@ -254,10 +259,7 @@ def test_a_job_larger_than_the_cache_runs_when_alone() -> None:
 def test_a_job_that_leaves_the_queue_lets_the_next_one_in() -> None:
     async def scenario() -> None:
         jobs = by_tokens(100_000)
-        for name in SMALL:
-            await jobs.start(name, 8_000)
-        await jobs.start("large", 40_000)
-        await jobs.start("after", 4_000)
+        await twelve_small_then(jobs, ("large", 40_000), ("after", 4_000))
         jobs.tasks["large"].cancel()  # its client went away while it waited
         await jobs.admitted["after"].wait()  # 100,000 held: it fits once the large job is no longer ahead of it
         assert jobs.order == [*SMALL, "after"] and jobs.queued() == 0
