@@ -13,7 +13,7 @@ BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off --no-compile -e '.[dev]'
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
 	@touch $@
 
 ## Debian packages the gateway shells out to (ffmpeg/ffprobe); installed only when missing.

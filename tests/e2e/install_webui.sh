@@ -42,9 +42,7 @@ echo "Installing Open WebUI $OPEN_WEBUI_VERSION into $venv (CPU torch)"
 start=$SECONDS
 rm -f "$stamp"
 [[ -x "$venv/bin/python" ]] || "$PYTHON" -m venv "$venv"
-# --no-compile: Open WebUI's ~100 packages hold tens of thousands of modules the test never imports; Python compiles
-# what it imports on first use.
-"$venv/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check --no-compile \
+"$venv/bin/python" -m pip install --quiet --progress-bar off --disable-pip-version-check \
   "${links[@]}" --constraint "$constraints" "open-webui==$OPEN_WEBUI_VERSION"
 
 # Guard against the trap the constraints exist for: a CUDA torch (and its nvidia-* wheels) slipping in.
