@@ -117,19 +117,7 @@ def ask_stream(iters: int) -> dict:
     t = time.perf_counter()
     first_any = first_reasoning = first_content = None
     first_text = None
-    stream = gw.chat.completions.create(
-        model=MODEL,
-        temperature=0,
-        max_tokens=MAXTOK,
-        stream=True,
-        messages=[
-            {
-                "role": "user",
-                "content": [{"type": "video_url", "video_url": {"url": VIDEO}}, {"type": "text", "text": Q}],
-            }
-        ],
-        extra_body=vchat(iters, None),
-    )
+    stream = open_stream(iters, Q, VIDEO)
     for chunk in stream:
         now = time.perf_counter() - t
         first_any = first_any if first_any is not None else now
@@ -148,14 +136,9 @@ def ask_stream(iters: int) -> dict:
     }
 
 
-def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
-    """One streamed question: time to the model's first token (round 1's, as a chat UI shows it), round 1's time to
-    first token (from the gateway's "Round 1/N: …" line, sent as it calls vLLM, to the first text after it), the whole
-    answer, and the media work before round 1 (the video, round 1's frames) from the last chunk's perception record."""
-    t = time.perf_counter()
-    first = round1 = None
-    perception: dict = {}
-    stream = gw.chat.completions.create(
+def open_stream(iters: int, question: str, video: str):
+    """A streamed question about video through the gateway (openai SDK), greedy, MAXTOK tokens a round."""
+    return gw.chat.completions.create(
         model=MODEL,
         temperature=0,
         max_tokens=MAXTOK,
@@ -168,6 +151,16 @@ def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
         ],
         extra_body=vchat(iters, None),
     )
+
+
+def ask_streamed(iters: int, *, question: str = Q, video: str = VIDEO) -> dict:
+    """One streamed question: time to the model's first token (round 1's, as a chat UI shows it), round 1's time to
+    first token (from the gateway's "Round 1/N: …" line, sent as it calls vLLM, to the first text after it), the whole
+    answer, and the media work before round 1 (the video, round 1's frames) from the last chunk's perception record."""
+    t = time.perf_counter()
+    first = round1 = None
+    perception: dict = {}
+    stream = open_stream(iters, question, video)
     for chunk in stream:
         for c in chunk.choices:
             text = c.delta.content or (c.delta.model_extra or {}).get("reasoning_content") or ""
