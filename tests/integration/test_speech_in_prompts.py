@@ -114,6 +114,14 @@ def test_the_videos_own_subtitles_come_first_when_needed(
     assert transcriptions(gw) == 0
 
 
+def test_always_prefers_the_speech_to_the_videos_subtitles(
+        gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path) -> None:
+    gw = start(gateway_factory, fake, tiny_whisper, transcribe="always")
+    transcript = ask(gw, make_subtitled_clip(video=make_spoken_clip().path))["perception"]["transcript"]
+    assert transcript["source"] == "asr" and transcript["lines"] >= 1
+    assert transcriptions(gw) == 1
+
+
 @pytest.mark.timing
 def test_out_of_time_the_video_is_answered_and_nothing_is_left(
         gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path, tmp_path: Path) -> None:

@@ -118,14 +118,14 @@ It &amp; its friend run away.
 
 
 def make_subtitled_clip(srt: str = SUBTITLES_SRT, *, seconds: float = 6.0, container: str = "mp4",
-                        scodec: str = "mov_text", language: str | None = "eng") -> Path:
-    """make_clip with a subtitle track muxed in: ``srt`` (SubRip text) as ``scodec`` (mov_text in MP4; srt, ass or
-    webvtt in Matroska)."""
-    key = repr(("subtitled", srt, seconds, container, scodec, language)).encode()
+                        scodec: str = "mov_text", language: str | None = "eng", video: Path | None = None) -> Path:
+    """make_clip (or ``video``) with a subtitle track muxed in: ``srt`` (SubRip text) as ``scodec`` (mov_text in MP4;
+    srt, ass or webvtt in Matroska)."""
+    key = repr(("subtitled", srt, seconds, container, scodec, language, *([video.name] if video else []))).encode()
     out = CLIP_CACHE / f"subtitled-{hashlib.sha256(key).hexdigest()[:16]}.{container}"
     if out.exists():
         return out
-    video = make_clip(seconds, "320x240", 30, container=container)
+    video = video or make_clip(seconds, "320x240", 30, container=container)
     source = out.with_name(f".{out.name}.{os.getpid()}.srt")
     source.write_text(srt)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{container}")
