@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 TranscribeMode = Literal["off", "when-needed", "always"]
 WORKER = "gateway.media.asr_worker"
+NO_AUDIO = "matches no streams"  # ffmpeg's complaint when "-map 0:a:0" finds no audio stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +102,10 @@ async def transcribe(video: Path, work: Path, asr: Asr, limits: TextLimits) -> T
     deadline = time.monotonic() + asr.timeout_s
     try:
         extracted = await run_tool(audio_args(video, pcm), timeout_s=asr.timeout_s)
-        if extracted.returncode != 0 or not pcm.exists():
-            # ffmpeg's "-map 0:a:0" matches nothing in a video without audio: no speech, not a failure.
-            logger.info("no audio to transcribe", extra={"stderr": extracted.stderr})
-            return None
+        if extracted.returncode != 0 and NO_AUDIO in extracted.stderr:
+            return None  # a video without audio has no speech: not a failure
+        if extracted.returncode != 0:
+            raise TranscriptionFailed(f"ffmpeg could not read the audio: {extracted.stderr}")
         left = deadline - time.monotonic()
         if left <= 0:
             raise MediaTimeout(f"Transcribing the video took longer than {asr.timeout_s:g} s.",
@@ -115,10 +116,9 @@ async def transcribe(video: Path, work: Path, asr: Asr, limits: TextLimits) -> T
     if result.returncode != 0:
         raise TranscriptionFailed(result.stderr or f"the worker exited with {result.returncode}")
     try:
-        output = json.loads(result.stdout)
-    except ValueError as exc:
-        raise TranscriptionFailed("the worker printed no result") from exc
-    return read_result(output, limits)
+        return read_result(json.loads(result.stdout), limits)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TranscriptionFailed(f"the worker's result is unreadable ({exc!r})") from exc
 
 
 async def transcribe_or_none(video: Path, work: Path, asr: Asr, limits: TextLimits) -> Transcript | None:

@@ -17,6 +17,7 @@ from gateway.media.speech import WORKER
 from tests.conftest import SESSION_MARK, GatewayFactory, LiveGateway
 from tests.support.clips import make_clip, make_spoken_clip, make_subtitled_clip
 from tests.support.vllm_wire import MODEL, FakeVllm, stream_reply
+from tests.support.whisper import stalled_whisper
 
 QUESTION = "What does the fox do?\nA. sleeps\nB. jumps"
 GLUED = ["<think>", "fox", "</think>", "<answer>", "B", "</answer>", "<glue>", "[(3.0, 6.0)]", "</glue>"]
@@ -125,8 +126,9 @@ def test_always_prefers_the_speech_to_the_videos_subtitles(
 @pytest.mark.timing
 def test_out_of_time_the_video_is_answered_and_nothing_is_left(
         gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path, tmp_path: Path) -> None:
-    # Loading faster-whisper alone takes longer than this: the worker is killed mid-way.
-    gw = start(gateway_factory, fake, tiny_whisper, asr_timeout_s=0.3)
+    # The worker waits for weights that never come: the time limit must fire, and kill it.
+    gw = start(gateway_factory, fake, tiny_whisper, asr_timeout_s=2.0,
+               asr_model=stalled_whisper(tiny_whisper, tmp_path))
     answer = ask(gw, make_spoken_clip().path)
     assert answer["perception"]["transcript"] is None and answer["choices"][0]["message"]["content"]
     assert transcriptions(gw) == 1

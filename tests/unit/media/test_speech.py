@@ -11,9 +11,19 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import MediaTimeout
-from gateway.media.speech import WORKER, Asr, audio_args, read_result, transcribe, wanted
+from gateway.media.speech import (
+    WORKER,
+    Asr,
+    TranscriptionFailed,
+    audio_args,
+    read_result,
+    transcribe,
+    transcribe_or_none,
+    wanted,
+)
 from gateway.media.subtitles import Line, TextLimits, Transcript
 from tests.support.clips import make_clip, make_spoken_clip
+from tests.support.whisper import stalled_whisper
 from vchat_settings import Settings
 
 LIMITS = TextLimits(max_bytes=2**20, max_lines=1000)
@@ -96,23 +106,36 @@ async def test_a_video_without_audio_has_no_transcript(tiny_whisper: Path, tmp_p
     assert left_in(tmp_path) == []
 
 
+async def test_a_worker_that_fails_says_why_and_leaves_the_video_without_transcript(tmp_path: Path) -> None:
+    broken = asr(tmp_path / "no-such-model")
+    clip = make_spoken_clip().path
+    with pytest.raises(TranscriptionFailed, match="no-such-model"):
+        await transcribe(clip, tmp_path, broken, LIMITS)
+    assert await transcribe_or_none(clip, tmp_path, broken, LIMITS) is None
+    assert left_in(tmp_path) == []
+
+
 async def test_cancelled_the_worker_is_killed_and_nothing_is_left(tiny_whisper: Path, tmp_path: Path) -> None:
-    task = asyncio.create_task(transcribe(make_spoken_clip().path, tmp_path, asr(tiny_whisper), LIMITS))
-    for _ in range(3000):  # until the worker runs (the PCM is written first)
-        if workers(tmp_path) or task.done():
+    work = tmp_path / "work"
+    work.mkdir()
+    stalled = asr(stalled_whisper(tiny_whisper, tmp_path))
+    task = asyncio.create_task(transcribe(make_spoken_clip().path, work, stalled, LIMITS))
+    for _ in range(6000):  # until the worker runs (the PCM is written first); it then waits for its weights forever
+        if workers(work) or task.done():
             break
         await asyncio.sleep(0.01)
-    started = workers(tmp_path)
-    assert started, "the worker never started"
+    assert workers(work), "the worker never started"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert workers(tmp_path) == [] and left_in(tmp_path) == []
+    assert workers(work) == [] and left_in(work) == []
 
 
 @pytest.mark.timing
 async def test_out_of_time_the_worker_is_killed_and_nothing_is_left(tiny_whisper: Path, tmp_path: Path) -> None:
-    # Loading faster-whisper alone takes longer than this: the worker is stopped mid-way.
+    work = tmp_path / "work"
+    work.mkdir()
+    stalled = asr(stalled_whisper(tiny_whisper, tmp_path), timeout_s=2.0)  # its weights never come: it must fire
     with pytest.raises(MediaTimeout):
-        await transcribe(make_spoken_clip().path, tmp_path, asr(tiny_whisper, timeout_s=0.3), LIMITS)
-    assert workers(tmp_path) == [] and left_in(tmp_path) == []
+        await transcribe(make_spoken_clip().path, work, stalled, LIMITS)
+    assert workers(work) == [] and left_in(work) == []
