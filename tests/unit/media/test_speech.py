@@ -115,6 +115,15 @@ async def test_a_worker_that_fails_says_why_and_leaves_the_video_without_transcr
     assert left_in(tmp_path) == []
 
 
+async def test_a_worker_over_its_memory_limit_fails_alone(tiny_whisper: Path, tmp_path: Path) -> None:
+    # 256 MiB of address space (the least VCHAT_ASR_MAX_MEMORY_BYTES allows) cannot even map faster-whisper's
+    # libraries: the worker fails, the gateway's process is untouched (1 GiB is enough for the tiny model).
+    small = Asr(tiny_whisper, None, 120.0, 2**28, 1, 32)
+    with pytest.raises(TranscriptionFailed):
+        await transcribe(make_spoken_clip().path, tmp_path, small, LIMITS)
+    assert left_in(tmp_path) == []
+
+
 async def test_cancelled_the_worker_is_killed_and_nothing_is_left(tiny_whisper: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
