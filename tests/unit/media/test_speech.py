@@ -101,6 +101,12 @@ async def test_speech_is_heard_where_it_was_spoken(tiny_whisper: Path, tmp_path:
     assert left_in(tmp_path) == []
 
 
+async def test_a_language_set_is_the_transcripts_language(tiny_whisper: Path, tmp_path: Path) -> None:
+    german = Asr(tiny_whisper, "de", 120.0, 4 * 2**30, 1, 32)  # VCHAT_ASR_LANGUAGE=de: no detection
+    transcript = await transcribe(make_spoken_clip().path, tmp_path, german, LIMITS)
+    assert transcript is not None and transcript.language == "de"
+
+
 async def test_a_video_without_audio_has_no_transcript(tiny_whisper: Path, tmp_path: Path) -> None:
     assert await transcribe(make_clip(audio=False), tmp_path, asr(tiny_whisper), LIMITS) is None
     assert left_in(tmp_path) == []
