@@ -15,11 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# faster-whisper's language codes (its tokenizer's _LANGUAGE_CODES): a token <|xx|> each.
+# Whisper's language tokens in Whisper's own order (large-v3's, ending with yue): faster-whisper's codes, a token
+# <|xx|> each.
 _CODES = (
-    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy id "
-    "is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si "
-    "sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue"
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th ur hr bg lt la mi ml "
+    "cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am "
+    "yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue"
 )
 LANGUAGES = _CODES.split()
 TEXT_TOKENS = 50257  # as GPT-2's BPE, so <|endoftext|> is 50257 as in Whisper
@@ -44,7 +45,10 @@ def build_tokenizer(out: Path) -> int:
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {char: i for i, char in enumerate(sorted(alphabet))}
-    vocab.update({f"\u0120w{i}": i for i in range(len(vocab), TEXT_TOKENS)})  # decoded as " w300" etc.
+    vocab.update({f"\u0120w{i}": i for i in range(len(vocab), TEXT_TOKENS - 1)})  # decoded as " w300" etc.
+    # The last text token is the empty one, as in multilingual Whisper's vocabulary: CTranslate2 (4.8) calls a
+    # Whisper multilingual (language detection, a language token in the prompt) only when its vocabulary holds "".
+    vocab[""] = TEXT_TOKENS - 1
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
