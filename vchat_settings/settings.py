@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # vLLM's --max-lora-rank accepts only these values (REFERENCE.md §2).
@@ -96,6 +96,29 @@ class Settings(SharedSettings):
     caption_languages: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["en"], description="Comma-separated caption languages taken from video pages, "
         "in order of preference (\"en\" also takes en-US…); a page's own captions before automatic ones.",
+    )
+    transcribe: Literal["off", "when-needed", "always"] = Field(
+        "off", description="Speech transcribed locally with faster-whisper (VCHAT_ASR_MODEL), once per video: never "
+        "(off), only for videos without subtitles or captions (when-needed), or preferred to them (always).",
+    )
+    asr_model: Path | None = Field(
+        None, description="Directory of a CTranslate2 Whisper model (faster-whisper's format, with tokenizer.json); "
+        "needed unless VCHAT_TRANSCRIBE is off.",
+    )
+    asr_language: str | None = Field(
+        None, description="Language code of the speech (e.g. en); empty: detected from the first 30 s.",
+    )
+    asr_timeout_s: float = Field(
+        600.0, gt=0, description="Time limit for transcribing one video (the worker process is killed; the video "
+        "stays usable, without a transcript).",
+    )
+    asr_max_memory_bytes: int = Field(
+        4 * 2**30, ge=2**28, description="Address-space limit of the transcription worker process, bytes.",
+    )
+    asr_threads: int = Field(0, ge=0, le=64, description="CPU threads of the transcription worker; 0: CTranslate2's "
+                             "default (4).")
+    asr_max_new_tokens: int = Field(
+        128, ge=1, le=220, description="Most tokens generated per 30 s of speech (bounds a model that runs away).",
     )
 
     # --- adapters ---
@@ -192,7 +215,8 @@ class Settings(SharedSettings):
         "gemini_context", description="How `+gemini` models merge the two answers (see README, Gemini)."
     )
 
-    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", "admin_key", mode="before")
+    @field_validator("vllm_url", "gemini_base_url", "gemini_api_key", "admin_key", "asr_model", "asr_language",
+                     mode="before")
     @classmethod
     def _empty_url_is_none(cls, value: object) -> object:
         return None if value in ("", "none", "off") else value
@@ -219,6 +243,13 @@ class Settings(SharedSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or port is None or parts.path not in ("", "/"):
             raise ValueError("must be host:port, e.g. vllm-headless.vchat.svc.cluster.local:8001")
         return f"{parts.scheme}://{parts.netloc}"
+
+    @model_validator(mode="after")
+    def _asr_model_when_transcribing(self) -> Settings:
+        if self.transcribe != "off" and self.asr_model is None:
+            raise ValueError(f"VCHAT_TRANSCRIBE={self.transcribe} needs VCHAT_ASR_MODEL (a CTranslate2 Whisper model "
+                             "directory)")
+        return self
 
     @field_validator("api_keys", "media_allowed_hosts", "vllm_replicas", "caption_languages", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from pathlib import Path
 from vchat_settings import Settings, load_settings
 from vllm_launch.server import LaunchError, VllmServer, log_tail, stop_group
 from vllm_launch.settings import LaunchSettings
-from vllm_launch.stack import ROOT, prepare, server_for
+from vllm_launch.stack import ROOT, TINY_WHISPER_DIR, ensure_tiny_whisper, prepare, server_for
 from vllm_launch.supervise import RestartPolicy, StopFlag, Supervisor, interrupt_on_stop_signals
 
 LOG_DIR = ROOT / "var" / "log"
@@ -25,6 +25,9 @@ def _say(message: str) -> None:
 def _load() -> tuple[LaunchSettings, Settings]:
     launch_settings = load_settings(LaunchSettings, "vchat dev")
     os.environ.setdefault("VCHAT_VLLM_URL", f"http://{launch_settings.vllm_host}:{launch_settings.vllm_port}")
+    if os.environ.get("VCHAT_TRANSCRIBE", "off") != "off" and not os.environ.get("VCHAT_ASR_MODEL"):
+        # Speech asked for without a model: the tiny random-weight Whisper (built after the install, in main).
+        os.environ["VCHAT_ASR_MODEL"] = str(TINY_WHISPER_DIR)
     return launch_settings, load_settings(Settings, "vchat dev")
 
 
@@ -42,6 +45,8 @@ def main() -> None:
     vllm: VllmServer | None = None
     try:
         launch = prepare(launch_settings)
+        if settings.asr_model == TINY_WHISPER_DIR and settings.transcribe != "off":
+            _say(f"speech: the tiny random-weight Whisper ({ensure_tiny_whisper(Path(launch.python))})")
         _say(f"model: {launch.model} on {launch.device}")
         vllm = server_for(launch, launch_settings, LOG_DIR / "vllm.log")
         stop = StopFlag().install()

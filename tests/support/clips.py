@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 CLIP_CACHE = Path(__file__).resolve().parents[2] / "var" / "test-cache" / "clips"
@@ -116,14 +118,14 @@ It &amp; its friend run away.
 
 
 def make_subtitled_clip(srt: str = SUBTITLES_SRT, *, seconds: float = 6.0, container: str = "mp4",
-                        scodec: str = "mov_text", language: str | None = "eng") -> Path:
-    """make_clip with a subtitle track muxed in: ``srt`` (SubRip text) as ``scodec`` (mov_text in MP4; srt, ass or
-    webvtt in Matroska)."""
-    key = repr(("subtitled", srt, seconds, container, scodec, language)).encode()
+                        scodec: str = "mov_text", language: str | None = "eng", video: Path | None = None) -> Path:
+    """make_clip (or ``video``) with a subtitle track muxed in: ``srt`` (SubRip text) as ``scodec`` (mov_text in MP4;
+    srt, ass or webvtt in Matroska)."""
+    key = repr(("subtitled", srt, seconds, container, scodec, language, *([video.name] if video else []))).encode()
     out = CLIP_CACHE / f"subtitled-{hashlib.sha256(key).hexdigest()[:16]}.{container}"
     if out.exists():
         return out
-    video = make_clip(seconds, "320x240", 30, container=container)
+    video = video or make_clip(seconds, "320x240", 30, container=container)
     source = out.with_name(f".{out.name}.{os.getpid()}.srt")
     source.write_text(srt)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.{container}")
@@ -136,3 +138,56 @@ def make_subtitled_clip(srt: str = SUBTITLES_SRT, *, seconds: float = 6.0, conta
         source.unlink(missing_ok=True)
     tmp.rename(out)
     return out
+
+
+@dataclass(frozen=True)
+class SpokenClip:
+    """A clip whose audio is silence, then ``text`` spoken from ``start`` to ``end`` (seconds), then silence."""
+
+    path: Path
+    text: str
+    start: float
+    end: float
+
+
+def make_spoken_clip(text: str = "The red fox jumps over the lazy dog. Then it runs away into the forest.", *,
+                     before: float = 3.0, after: float = 3.0) -> SpokenClip:
+    """make_clip's picture with speech synthesized by espeak-ng (Debian's, as `make browser-deps` installs) between
+    ``before`` and ``after`` seconds of silence; the spoken span is the voice's own, measured by ffmpeg's
+    silencedetect on the synthesized audio (espeak pads it with a little silence)."""
+    key = repr(("spoken", text, before, after)).encode()
+    out = CLIP_CACHE / f"spoken-{hashlib.sha256(key).hexdigest()[:16]}.mp4"
+    CLIP_CACHE.mkdir(parents=True, exist_ok=True)
+    wav = out.with_name(f".{out.name}.{os.getpid()}.wav")
+    try:
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, timeout=120)
+        voice_start, voice_end, spoken = _voiced(wav)
+        if not out.exists():
+            seconds = before + spoken + after
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.mp4")
+            subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
+                            "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=30:duration={seconds:.3f}",
+                            "-i", str(wav),
+                            "-filter_complex", f"[1:a]adelay={int(before * 1000)}:all=1,apad,aresample=44100[a]",
+                            "-map", "0:v", "-map", "[a]", "-t", f"{seconds:.3f}", "-c:v", "libx264", "-preset",
+                            "veryfast", "-g", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", str(tmp)],
+                           check=True, timeout=600)
+            tmp.rename(out)
+    finally:
+        wav.unlink(missing_ok=True)
+    return SpokenClip(out, text, round(before + voice_start, 3), round(before + voice_end, 3))
+
+
+def _voiced(wav: Path) -> tuple[float, float, float]:
+    """Where the voice starts and ends in wav, and its length (seconds), by ffmpeg's silencedetect at -40 dB."""
+    probe = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-i", str(wav), "-af",
+                            "silencedetect=noise=-40dB:d=0.05", "-f", "null", "-"],
+                           capture_output=True, text=True, check=True, timeout=120)
+    ends = [float(v) for v in re.findall(r"silence_end: ([\d.]+)", probe.stderr)]
+    starts = [float(v) for v in re.findall(r"silence_start: ([\d.]+)", probe.stderr)]
+    duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", probe.stderr)
+    assert duration is not None
+    length = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3])
+    voice_start = ends[0] if starts and starts[0] < 0.01 else 0.0
+    voice_end = starts[-1] if starts and starts[-1] > voice_start and len(starts) > len(ends) else length
+    return voice_start, voice_end, length

@@ -87,7 +87,8 @@ export function renderTimeline(rows, player, perception) {
     const lane = el("div", { className: "tl-track subs" });
     for (const line of lines) lane.append(lineButton(player, line, duration));
     lane.append(el("span", { className: "playhead", ariaHidden: "true" }));
-    const source = perception.transcript.source === "captions" ? "the page's captions" : "the video's subtitles";
+    const source = { captions: "the page's captions", asr: "the transcribed speech" }[perception.transcript.source]
+      || "the video's subtitles";
     rows.append(el("div", { className: "tl-row" }, [
       el("span", { className: "tl-label", textContent: "Subtitles", title: `Lines from ${source} in the prompts` }),
       lane,

@@ -1,0 +1,48 @@
+"""The transcription worker: ``python -m gateway.media.asr_worker JOB_JSON`` runs faster-whisper on one file of
+16 kHz mono s16le PCM and prints its segments as one JSON object on stdout.
+
+It is its own process (started by ``speech.transcribe``) so that killing it stops the work at once, its memory is
+bounded by ``RLIMIT_AS`` (set before faster-whisper is imported) and given back whole when it ends, and neither the
+model's threads nor its allocations touch the gateway's. It reads nothing but the job and the audio file.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from typing import Any
+
+SAMPLE_RATE = 16000
+# Silero pads each speech region it finds by this much on both sides (faster-whisper's default is 400 ms): a line
+# then starts at most this early before the speech it holds.
+SPEECH_PAD_MS = 200
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    """faster-whisper's batched pipeline on the job's audio: Silero VAD finds the speech, each region (merged up to
+    30 s) is one segment, its text sampled greedily and bounded by ``max_new_tokens``."""
+    import numpy as np
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    audio = np.fromfile(job["audio"], dtype="<i2").astype(np.float32) / 32768.0
+    if audio.size < SAMPLE_RATE // 10:
+        return {"language": job["language"], "segments": []}
+    model = WhisperModel(job["model"], device="cpu", compute_type="int8", cpu_threads=job["threads"])
+    segments, info = BatchedInferencePipeline(model).transcribe(
+        audio, language=job["language"], batch_size=1, beam_size=1, vad_filter=True,
+        vad_parameters={"speech_pad_ms": SPEECH_PAD_MS}, max_new_tokens=job["max_new_tokens"],
+        without_timestamps=True, condition_on_previous_text=False)
+    found = [[round(s.start, 3), round(s.end, 3), s.text] for s in segments]
+    return {"language": info.language, "segments": found}
+
+
+def main() -> None:
+    job = json.loads(sys.argv[1])
+    limit = int(job["max_memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sys.stdout.write(json.dumps(run(job)))
+
+
+if __name__ == "__main__":
+    main()
