@@ -1,6 +1,6 @@
 """`python -m bench.gpu prepare | plan | report DIR` (see bench/gpu/README.md).
 
-prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 62 MiB parts and their sha256 manifest.
+prepare  builds the payload in .gpu/ (bench/gpu/prepare.sh): ≤ 54 MiB parts and their sha256 manifest.
 plan     prints the commands that carry the parts and run the benchmark on the GPU machine, one per call.
 report   reads what came back (bench_gateway.json, env.txt, vllm_args.json, bench_hf.json; one folder per call,
          in the order they ran: later steps replace earlier, a concurrency step run several times is reported as the

