@@ -25,12 +25,13 @@ from gateway.media.fetch import FetchLimits, fetch_text, fetch_to_file
 from gateway.media.files import FileRecord, FileRegistry
 from gateway.media.framecache import FrameCache, Frames
 from gateway.media.guard import HostPolicy, check_url
+from gateway.media.hearing import TRANSCRIPT, Hearing
 from gateway.media.pages import CaptionTrack, looks_like_page, resolve_page, youtube_watch_url
 from gateway.media.probe import Probe, ProbeLimits, probe
 from gateway.media.redirects import loggable_url
 from gateway.media.sanitize import sanitize
 from gateway.media.space import full_disk_refused
-from gateway.media.speech import Asr, transcribe_or_none, wanted
+from gateway.media.speech import Asr
 from gateway.media.store import MediaStore, StoredObject, write_json_atomic
 from gateway.media.subtitles import TextLimits, Transcript, extract, read_text
 from gateway.media.subtitles import load as load_transcript
@@ -41,7 +42,6 @@ from vchat_settings import Settings
 logger = logging.getLogger(__name__)
 
 SourceKind = Literal["url", "page", "data_url", "upload"]
-TRANSCRIPT = "transcript.json"  # beside video.mp4 and facts.json in a cached object
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,",
                        re.IGNORECASE)
 
@@ -103,7 +103,8 @@ class VideoLibrary:
         self.fetch_limits = FetchLimits.from_settings(settings)
         self.probe_limits = ProbeLimits.from_settings(settings)
         self.text_limits = TextLimits(settings.subtitles_max_bytes, settings.subtitles_max_lines)
-        self.asr = Asr.from_settings(settings)
+        self.hearing = Hearing(Asr.from_settings(settings), settings.transcribe, self.text_limits, metrics,
+                               store.temp_dir)
         self.frame_cache = FrameCache(max_frames=settings.frame_cache_frames,
                                       workers=settings.frame_workers or os.cpu_count() or 1,
                                       timeout_s=settings.ffmpeg_timeout_s, metrics=metrics)
@@ -276,11 +277,13 @@ class VideoLibrary:
             with self.metrics.media_stage("sanitize"):
                 written = await sanitize(src, found, obj / "video.mp4", timeout_s=self.settings.ffmpeg_timeout_s)
             # Speech is heard in the sanitized copy (one audio stream, a codec ffmpeg just wrote), once per video.
-            if self.asr is not None and written.has_audio and wanted(self.settings.transcribe, transcript):
-                with self.metrics.media_stage("transcribe"):
-                    transcript = await transcribe_or_none(obj / "video.mp4", build, self.asr,
-                                                          self.text_limits) or transcript
-            if transcript is not None:
+            heard = None
+            if self.hearing.needed(written.has_audio, transcript):
+                heard = await self.hearing.hear(obj / "video.mp4", build)
+                await asyncio.to_thread(self.hearing.mark, obj, heard, build)
+            if heard is not None:
+                transcript = heard
+            elif transcript is not None:
                 await asyncio.to_thread(write_json_atomic, obj / TRANSCRIPT, transcript.to_json(), build)
             facts = _facts(written, kind, source_host)
             meta = {"probe": dataclasses.asdict(written), "facts": dataclasses.asdict(facts)}
@@ -294,9 +297,12 @@ class VideoLibrary:
         record = record or {}
         meta = json.loads(await asyncio.to_thread(stored.facts_path.read_text))
         page_url = record.get("page_url")
-        return Asset(stored.id, stored.video, Probe(**meta["probe"]), VideoFacts(**meta["facts"]),
+        found = Probe(**meta["probe"])
+        # Stored before transcription was on (or before "always"): heard now, once.
+        transcript = await self.hearing.stored(stored, found.has_audio, await self._transcript(stored))
+        return Asset(stored.id, stored.video, found, VideoFacts(**meta["facts"]),
                      page_url if isinstance(page_url, str) else None, bool(record.get("is_youtube", False)),
-                     await self._transcript(stored))
+                     transcript)
 
     async def _transcript(self, stored: StoredObject) -> Transcript | None:
         return await asyncio.to_thread(load_transcript, stored.dir / TRANSCRIPT)

@@ -93,6 +93,31 @@ def test_spoken_words_become_lines_inside_the_spoken_span_and_reach_the_prompts(
     assert transcriptions(gw) == 1
 
 
+def test_a_video_stored_before_transcription_was_on_is_heard_on_its_next_question_once(
+        gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path) -> None:
+    clip = make_spoken_clip()
+    before = start(gateway_factory, fake, tiny_whisper, transcribe="off")
+    assert ask(before, clip.path)["perception"]["transcript"] is None
+    # The same media cache (the test's own), now with transcription on: the stored video is heard, once.
+    after = start(gateway_factory, fake, tiny_whisper)
+    transcript = ask(after, clip.path)["perception"]["transcript"]
+    assert transcript["source"] == "asr" and transcript["lines"] >= 1
+    again = ask(after, clip.path)["perception"]["transcript"]
+    assert (again["source"], again["lines"]) == ("asr", transcript["lines"])
+    assert transcriptions(after) == 1
+
+
+def test_a_video_with_sound_but_no_speech_is_heard_once_not_on_every_question(
+        gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path) -> None:
+    tone = make_clip()  # a sine tone: audio the speech detector finds no words in
+    before = start(gateway_factory, fake, tiny_whisper, transcribe="off")
+    assert ask(before, tone)["perception"]["transcript"] is None
+    after = start(gateway_factory, fake, tiny_whisper)
+    for _ in range(2):
+        assert ask(after, tone)["perception"]["transcript"] is None
+    assert transcriptions(after) == 1
+
+
 def test_a_video_without_audio_is_answered_without_a_transcript(
         gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path) -> None:
     gw = start(gateway_factory, fake, tiny_whisper)
