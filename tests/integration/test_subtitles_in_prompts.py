@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import GatewayFactory, LiveGateway
 from tests.support.clips import make_clip, make_subtitled_clip
 from tests.support.origin import Origin
+from tests.support.questions import ask_inline
 from tests.support.vllm_wire import MODEL, FakeVllm, stream_reply
 
 QUESTION = "What does the fox do?\nA. sleeps\nB. jumps"
@@ -23,14 +24,7 @@ HEAD = "This video's subtitles are listed below: \n"
 
 
 def ask(gw: LiveGateway, clip: Path, **vchat: Any) -> dict[str, Any]:
-    url = "data:video/mp4;base64," + base64.b64encode(clip.read_bytes()).decode()
-    body = {"model": MODEL, "vchat": {"iterations": 2, "max_frames": 8, **vchat},
-            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
-                                                      {"type": "text", "text": QUESTION}]}]}
-    response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
+    return ask_inline(gw.url, clip, QUESTION, timeout=120, **vchat)
 
 
 def prompts(vllm: FakeVllm) -> list[str]:
