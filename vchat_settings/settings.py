@@ -115,6 +115,10 @@ class Settings(SharedSettings):
     asr_max_memory_bytes: int = Field(
         4 * 2**30, ge=2**28, description="Address-space limit of the transcription worker process, bytes.",
     )
+    asr_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the transcription worker runs: a GPU in float16 (cuda), the CPU in int8 (cpu), or "
+        "the GPU when the machine has an NVIDIA driver (auto). The memory limit holds on the CPU only.",
+    )
     asr_threads: int = Field(0, ge=0, le=64, description="CPU threads of the transcription worker; 0: CTranslate2's "
                              "default (4).")
     asr_max_new_tokens: int = Field(

@@ -39,6 +39,7 @@ class Asr:
     max_memory_bytes: int
     threads: int
     max_new_tokens: int
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Asr | None:
@@ -46,7 +47,7 @@ class Asr:
         if settings.transcribe == "off" or settings.asr_model is None:
             return None
         return cls(settings.asr_model, settings.asr_language, settings.asr_timeout_s, settings.asr_max_memory_bytes,
-                   settings.asr_threads, settings.asr_max_new_tokens)
+                   settings.asr_threads, settings.asr_max_new_tokens, settings.asr_device)
 
 
 def wanted(mode: TranscribeMode, timed_text: Transcript | None) -> bool:
@@ -64,7 +65,7 @@ def audio_args(video: Path, out: Path) -> list[str]:
 def worker_args(audio: Path, asr: Asr) -> list[str]:
     """The worker's command line: this interpreter, the job as one JSON argument."""
     job = {"audio": str(audio), "model": str(asr.model), "language": asr.language, "threads": asr.threads,
-           "max_new_tokens": asr.max_new_tokens, "max_memory_bytes": asr.max_memory_bytes}
+           "max_new_tokens": asr.max_new_tokens, "max_memory_bytes": asr.max_memory_bytes, "device": asr.device}
     return [sys.executable, "-m", WORKER, json.dumps(job)]
 
 

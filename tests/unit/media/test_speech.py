@@ -5,12 +5,14 @@ behind when it is cancelled or runs out of time (nothing)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import MediaTimeout
+from gateway.media.asr_worker import pick_device
 from gateway.media.speech import (
     WORKER,
     Asr,
@@ -20,6 +22,7 @@ from gateway.media.speech import (
     transcribe,
     transcribe_or_none,
     wanted,
+    worker_args,
 )
 from gateway.media.subtitles import Line, TextLimits, Transcript
 from tests.support.clips import make_clip, make_spoken_clip
@@ -83,6 +86,14 @@ def test_settings_off_means_no_asr_and_on_needs_a_model(tmp_path: Path) -> None:
         tmp_path, None, 600.0, 4 * 2**30, 0, 128)
     with pytest.raises(ValueError, match="VCHAT_TRANSCRIBE=always needs VCHAT_ASR_MODEL"):
         Settings(transcribe="always")
+
+
+def test_the_device_is_the_gpu_when_asked_or_found_else_the_cpu_in_int8(tmp_path: Path) -> None:
+    assert [pick_device(asked, gpu) for asked in ("auto", "cpu", "cuda") for gpu in (False, True)] == [
+        ("cpu", "int8"), ("cuda", "float16"), ("cpu", "int8"), ("cpu", "int8"), ("cuda", "float16"),
+        ("cuda", "float16")]
+    chosen = Asr.from_settings(Settings(transcribe="when-needed", asr_model=tmp_path, asr_device="cpu"))
+    assert chosen is not None and json.loads(worker_args(tmp_path / "a.pcm", chosen)[-1])["device"] == "cpu"
 
 
 def test_audio_is_read_only_from_the_local_file(tmp_path: Path) -> None:
