@@ -9,17 +9,15 @@ model's threads nor its allocations touch the gateway's. It reads nothing but th
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
-from pathlib import Path
 from typing import Any
 
 SAMPLE_RATE = 16000
 # Silero pads each speech region it finds by this much on both sides (faster-whisper's default is 400 ms): a line
 # then starts at most this early before the speech it holds.
 SPEECH_PAD_MS = 200
-# Present where an NVIDIA driver is (on the host or passed into a container); checked without loading CUDA.
-NVIDIA_CONTROL = Path("/dev/nvidiactl")
 
 
 def pick_device(requested: str, gpu_present: bool) -> tuple[str, str]:
@@ -51,11 +49,25 @@ def run(job: dict[str, Any], device: str = "cpu", compute_type: str = "int8") ->
 
 def main() -> None:
     job = json.loads(sys.argv[1])
-    device, compute_type = pick_device(job.get("device", "cpu"), NVIDIA_CONTROL.exists())
+    requested = job.get("device", "cpu")
+    device, compute_type = pick_device(requested, bool(job.get("gpu_present")))
     if device == "cpu":  # CUDA maps far more address space than it uses: the cap can only hold on the CPU
         limit = int(job["max_memory_bytes"])
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    sys.stdout.write(json.dumps(run(job, device, compute_type)))
+        sys.stdout.write(json.dumps(run(job, device, compute_type)))
+        return
+    try:
+        found = run(job, device, compute_type)
+    except (RuntimeError, ValueError, OSError) as exc:  # no CUDA build, no cuBLAS/cuDNN, no free GPU memory
+        if requested != "auto":
+            raise
+        # Anew on the CPU, capped: exec replaces this process (same pid and process group, so the gateway's time
+        # limit and kill still hold) and with it whatever CUDA had mapped.
+        sys.stderr.write(f"transcription on the GPU failed ({exc}); on the CPU instead\n")
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "gateway.media.asr_worker",
+                                  json.dumps({**job, "device": "cpu"})])
+    sys.stdout.write(json.dumps(found))
 
 
 if __name__ == "__main__":

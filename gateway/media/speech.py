@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 TranscribeMode = Literal["off", "when-needed", "always"]
 WORKER = "gateway.media.asr_worker"
+# Present where an NVIDIA driver is (on the host, or passed into the container); looked at without loading CUDA.
+NVIDIA_CONTROL = Path("/dev/nvidiactl")
 NO_AUDIO = "matches no streams"  # ffmpeg's complaint when "-map 0:a:0" finds no audio stream
 
 
@@ -62,10 +64,13 @@ def audio_args(video: Path, out: Path) -> list[str]:
             input_url(out)]
 
 
-def worker_args(audio: Path, asr: Asr) -> list[str]:
-    """The worker's command line: this interpreter, the job as one JSON argument."""
+def worker_args(audio: Path, asr: Asr, *, gpu_present: bool | None = None) -> list[str]:
+    """The worker's command line: this interpreter, the job as one JSON argument (``gpu_present``: whether this
+    machine has an NVIDIA driver, looked up when not given)."""
+    gpu = NVIDIA_CONTROL.exists() if gpu_present is None else gpu_present
     job = {"audio": str(audio), "model": str(asr.model), "language": asr.language, "threads": asr.threads,
-           "max_new_tokens": asr.max_new_tokens, "max_memory_bytes": asr.max_memory_bytes, "device": asr.device}
+           "max_new_tokens": asr.max_new_tokens, "max_memory_bytes": asr.max_memory_bytes, "device": asr.device,
+           "gpu_present": gpu}
     return [sys.executable, "-m", WORKER, json.dumps(job)]
 
 

@@ -5,8 +5,10 @@ behind when it is cancelled or runs out of time (nothing)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,24 @@ def test_the_device_is_the_gpu_when_asked_or_found_else_the_cpu_in_int8(tmp_path
         ("cuda", "float16")]
     chosen = Asr.from_settings(Settings(transcribe="when-needed", asr_model=tmp_path, asr_device="cpu"))
     assert chosen is not None and json.loads(worker_args(tmp_path / "a.pcm", chosen)[-1])["device"] == "cpu"
+
+
+def test_auto_on_a_machine_whose_gpu_cannot_run_it_falls_back_to_the_cpu(tiny_whisper: Path, tmp_path: Path) -> None:
+    # This machine has no CUDA: told a GPU is present, "auto" tries it, fails, and the worker execs itself on the CPU
+    # (the same process, so the gateway's time limit and kill still hold); "cuda" asked for plainly fails.
+    clip = make_spoken_clip()
+    pcm = tmp_path / "speech.s16le"
+    subprocess.run(audio_args(clip.path, pcm), check=True)
+    fallback = subprocess.run(worker_args(pcm, asr(tiny_whisper), gpu_present=True), capture_output=True, text=True,
+                              timeout=300)
+    assert fallback.returncode == 0, fallback.stderr[-2000:]
+    assert "on the CPU instead" in fallback.stderr
+    segments = json.loads(fallback.stdout)["segments"]
+    assert segments and all(clip.start - TOLERANCE_S <= start < end <= clip.end + TOLERANCE_S
+                            for start, end, _ in segments)
+    forced = dataclasses.replace(asr(tiny_whisper), device="cuda")
+    refused = subprocess.run(worker_args(pcm, forced, gpu_present=True), capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and refused.stdout == ""
 
 
 def test_audio_is_read_only_from_the_local_file(tmp_path: Path) -> None:
