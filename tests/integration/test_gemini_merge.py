@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import GatewayFactory, LiveGateway, VllmHandle, free_port
-from tests.support.clips import make_clip
+from tests.support.clips import make_clip, make_subtitled_clip
 from tests.support.fake_gemini import (
     DEFAULT_ANSWER,
     DEFAULT_MODEL_VERSION,
@@ -95,6 +95,27 @@ def test_every_mode_names_its_sources_and_gemini_version(vllm: VllmHandle, gatew
     else:
         assert out["content"] == f"**VideoChat-R1.5:** B\n\n**Gemini:** {DEFAULT_ANSWER}"
     assert perception["segments"] == [[1.0, 2.5]]
+
+
+@pytest.mark.parametrize("mode", ["gemini_context", "gemini_final"])
+def test_a_subtitled_video_keeps_its_lines_in_a_merged_answer(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                              fake_gemini: FakeGemini, origin: Origin,
+                                                              mode: str) -> None:
+    # Issue 34: the local rounds read the video's subtitles while Gemini watches the same file; both answers merge.
+    gw = start(gateway_factory, fake_gemini, vllm.base_url)
+    url = origin.file("/subtitled.mp4", make_subtitled_clip().read_bytes())
+    out = ask(gw, "videochat-r1.5+gemini", url, stream=True, merge=mode)
+    perception = out["perception"]
+    assert perception["sources"] == ["local", "gemini"] and perception["warnings"] == []
+    transcript = perception["transcript"]
+    assert (transcript["source"], transcript["lines"]) == ("container", 3)
+    assert any(round_["lines"] for round_ in transcript["rounds"]), "no local round carried the subtitles"
+    given = fake_gemini.uploads + sum(len(r.inline_sizes) for r in fake_gemini.seen("generate"))
+    assert given == 1, "Gemini was not given the video (uploaded or inline)"
+    if mode == "gemini_final":
+        assert out["content"] == DEFAULT_ANSWER
+    else:  # the local model answers, with Gemini's notes in its final prompt
+        assert out["content"] and DEFAULT_ANSWER in out["reasoning"]
 
 
 def test_merged_answer_costs_about_the_slower_side_not_the_sum(vllm: VllmHandle, gateway_factory: GatewayFactory,
