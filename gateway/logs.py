@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 request_id_var: ContextVar[str | None] = ContextVar("vchat_request_id", default=None)
 
+URL_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")  # third-party loggers that write whole URLs
+
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -55,3 +57,8 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     # The gateway writes its own access log line (with the request id); uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # The HTTP clients log whole URLs (httpx at INFO: "HTTP Request: GET <url>") and response headers (httpcore at
+    # DEBUG, a redirect's Location among them). A signed media URL's query string is a credential, and the gateway
+    # logs each fetch itself with the query string cut (``loggable_url``), so theirs stay at warnings.
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

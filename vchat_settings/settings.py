@@ -67,7 +67,9 @@ class Settings(SharedSettings):
     )
     vllm_timeout_s: float = Field(30.0, gt=0, description="Timeout for one call to vLLM, in seconds.")
     ready_timeout_s: float = Field(3.0, gt=0, description="Timeout of the vLLM probe behind /ready.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description=(
+        "Log level. The HTTP client libraries' own loggers stay at WARNING whatever it says: they write whole URLs, "
+        "and a signed media URL's query string is a credential."))
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
     media_cache_bytes: int = Field(20 * 2**30, ge=2**20, description="Size bound of the media cache (LRU), bytes.")
     media_max_bytes: int = Field(

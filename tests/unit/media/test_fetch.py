@@ -7,17 +7,20 @@ so "refused before connecting" is observed rather than assumed, and a broken gua
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.errors import MediaFetchFailed, MediaTimeout, MediaTooLarge, UrlNotAllowed
+from gateway.logs import URL_LOGGERS, configure_logging
 from gateway.media.fetch import Fetched, FetchLimits, fetch_to_file
 from gateway.media.guard import HostPolicy
 from gateway.media.redirects import loggable_url
@@ -208,6 +211,33 @@ async def test_query_strings_stay_out_of_logs_and_errors(
     assert f"http://127.0.0.1:{origin.port}/clip.mp4" in caplog.text
     assert "SECRET" not in caplog.text
     assert loggable_url("https://u:p@[::1]:8443/a/b?x=1#y") == "https://[::1]:8443/a/b"
+
+
+@contextlib.contextmanager
+def served_logging(level: str) -> Iterator[None]:
+    """Logging configured as ``vchat serve`` configures it (to this test's stderr), restored afterwards."""
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", *URL_LOGGERS)]
+    saved = [(lg, lg.level, lg.handlers[:], lg.propagate, lg.disabled) for lg in loggers]
+    try:
+        configure_logging(level, "text")
+        yield
+    finally:
+        for lg, was, handlers, propagate, disabled in saved:
+            lg.handlers[:], lg.propagate, lg.disabled = handlers, propagate, disabled
+            lg.setLevel(was)  # also clears the loggers' cached levels
+
+
+async def test_served_logs_keep_signed_urls_out_even_at_debug(origin: Origin, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The HTTP client libraries log whole URLs (httpx at INFO) and response headers (httpcore at DEBUG, where a
+    redirect's Location is): under the service's own logging, at its most verbose, none of that reaches the log."""
+    good = origin.file("/clip.mp4", b"video")
+    origin.redirect("/r", good + "?X-Amz-Signature=HOP-SECRET")
+    with served_logging("DEBUG"):
+        await fetch(origin.url("/r?X-Amz-Signature=FIRST-SECRET"), tmp_path, LOOPBACK_1)
+    err = capsys.readouterr().err
+    assert f"fetched http://127.0.0.1:{origin.port}/r: 5 bytes from http://127.0.0.1:{origin.port}/clip.mp4" in err
+    assert "SECRET" not in err
 
 
 async def test_cookies_set_by_an_origin_are_not_kept(origin: Origin, tmp_path: Path) -> None:
