@@ -8,6 +8,7 @@ Redirect bodies are never read: a hostile 302 with a huge body costs nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 
 import httpx2
@@ -29,6 +30,18 @@ def loggable_url(url: str | httpx2.URL) -> str:
     port = f":{parsed.port}" if parsed.port is not None else ""
     host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
     return f"{parsed.scheme}://{host}{port}{parsed.path}" if parsed.scheme else "<relative URL>"
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+_QUERY_IN_TEXT = re.compile(r"\?\S+?(?=:?(?:\s|$))")  # "watch?token=…:" — a query string without its URL
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it cut as ``loggable_url`` cuts one, and any other query string dropped: for
+    messages that quote URLs and the names made from them (yt-dlp's "[generic] watch?token=…: Downloading")."""
+    return _QUERY_IN_TEXT.sub("", _URL_IN_TEXT.sub(lambda found: loggable_url(found.group(0)), text))
 
 
 def redirect_limit_reached(url: str, limit: int) -> MediaFetchFailed:

@@ -15,6 +15,7 @@ from yt_dlp.utils import DownloadCancelled  # type: ignore[import-untyped]
 from gateway.errors import MediaTimeout, VChatError
 from gateway.media.guard import HostPolicy
 from gateway.media.pages.formats import check_info, choose_format
+from gateway.media.redirects import redact_urls
 
 logger = logging.getLogger("gateway.media.pages")  # the package's one logger, named as before its split
 
@@ -84,16 +85,17 @@ class Session:
 
 
 class _YtdlpLog:
-    """yt-dlp's ``logger`` param: everything to our debug log (errors are translated, not printed)."""
+    """yt-dlp's ``logger`` param: everything to our debug log (errors are translated, not printed), with every URL
+    its messages quote cut to scheme, host and path: a page's or a format's query string may be a credential."""
 
     def debug(self, msg: str) -> None:
-        logger.debug("yt-dlp: %s", msg)
+        logger.debug("yt-dlp: %s", redact_urls(msg))
 
     def info(self, msg: str) -> None:
-        logger.debug("yt-dlp: %s", msg)
+        logger.debug("yt-dlp: %s", redact_urls(msg))
 
     def warning(self, msg: str) -> None:
-        logger.debug("yt-dlp warning: %s", msg)
+        logger.debug("yt-dlp warning: %s", redact_urls(msg))
 
     def error(self, msg: str) -> None:
-        logger.debug("yt-dlp error: %s", msg)
+        logger.debug("yt-dlp error: %s", redact_urls(msg))

@@ -7,6 +7,7 @@ names, so a broken guard fails the test instead of sending anything off the host
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,18 @@ async def test_a_video_element_resolves_to_the_absolute_clip_url(origin: Origin,
     assert set(media.http_headers) <= {"User-Agent", "Referer", "Origin", "Accept", "Accept-Language"}
     assert origin.hits["/watch"] == 1
     assert origin.hits["/clip.mp4"] == 0  # resolved, not downloaded
+
+
+async def test_yt_dlps_messages_reach_the_debug_log_without_query_strings(
+        origin: Origin, clip: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway.media.pages")
+    origin.file("/clip.mp4", clip)
+    watch = origin.page("/watch", page('<video src="/clip.mp4?sig=FORMAT-SECRET" controls></video>'))
+    media = await resolve(watch + "?token=PAGE-SECRET")
+    assert media.media_url.endswith("?sig=FORMAT-SECRET")  # the URL itself is kept for the download
+    assert f"yt-dlp: [generic] Extracting URL: {watch}\n" in caplog.text
+    assert "yt-dlp: [generic] watch: Downloading webpage" in caplog.text
+    assert "SECRET" not in caplog.text
 
 
 def json_ld(content_url: str, duration: str) -> str:
