@@ -4,6 +4,7 @@ with the status, code and Retry-After a client acts on — never a raw httpx or 
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import aclosing
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx2
 import pytest
 
 from gateway.backends import vllm as vllm_module
-from gateway.backends.vllm import ChatCall, VllmBackend
+from gateway.backends.vllm import ChatCall, Generated, RoundCall, VllmBackend
 from gateway.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -33,6 +34,7 @@ from tests.support.vllm_wire import (
     raising,
     sse,
     stream_reply,
+    usage_chunk,
     vllm_error,
 )
 
@@ -289,3 +291,86 @@ def test_chunk_helper_matches_the_sdk() -> None:
     from openai.types.chat import ChatCompletionChunk
 
     assert ChatCompletionChunk.model_validate(chunk({"content": "x"})).choices[0].delta.content == "x"
+
+
+# --- perception rounds: vLLM's chunks read as JSON, not built into the SDK's models ---------------------------------
+
+ROUND = RoundCall(MODEL, "data:video/jpeg;base64,AAAA,BBBB", "Question?", 2.0, 420, 224, 256,
+                  {"temperature": 0, "seed": 1}, request_id="req-7-r1", video_id="vid", video_uuid="vchat-abc")
+
+
+async def round_steps(backend: VllmBackend, call: RoundCall = ROUND) -> list[Generated]:
+    async with aclosing(await backend.round_stream(call)) as steps:
+        return [step async for step in steps]
+
+
+async def test_a_round_streams_its_text_finish_and_usage_in_order() -> None:
+    steps = await with_backend([stream_reply(["<answer>", "B", "</answer>"], finish="length")], round_steps)
+    assert "".join(step.text for step in steps) == "<answer>B</answer>"
+    assert [step.finish_reason for step in steps if step.finish_reason] == ["length"]
+    assert [(s.prompt_tokens, s.completion_tokens) for s in steps if s.prompt_tokens is not None] == [(900, 3)]
+
+
+async def test_a_round_sends_exactly_what_the_sdks_create_sends() -> None:
+    """The same JSON body and headers as ``chat.completions.create(**params, stream=True)`` (the chat path)."""
+    seen: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return stream_reply(["B"])(request)
+
+    async def both(backend: VllmBackend) -> None:
+        await round_steps(backend)
+        async with aclosing(await backend._stream(ROUND.params())) as chunks:
+            _ = [c async for c in chunks]
+
+    await with_backend([record], both)
+    raw, sdk = seen
+    assert json.loads(raw.content) == json.loads(sdk.content)
+    assert json.loads(raw.content)["media_io_kwargs"] == {"video": {"num_frames": -1, "fps": 2.0}}
+    assert json.loads(raw.content)["stream"] is True
+    assert raw.url == sdk.url
+    for name in ("x-request-id", "x-vchat-video-id", "authorization", "content-type"):
+        assert raw.headers.get(name) == sdk.headers.get(name), name
+    assert raw.headers["x-request-id"] == "req-7-r1"
+
+
+async def test_a_rounds_refusal_mid_stream_names_the_limit() -> None:
+    late = stream_reply(["<think>"], then=[sse(vllm_error(400, "video exceeds the pre-allocated encoder cache "
+                                                              "size 8960"))])
+    with pytest.raises(EncoderCacheExceeded) as caught:
+        await with_backend([late], round_steps)
+    assert caught.value.limit == 8960
+    with pytest.raises(ContextExceeded):
+        await with_backend([error_reply(400, "This model's maximum context length is 8192 tokens")], round_steps)
+
+
+@pytest.mark.parametrize("garbage", [b"data: {not json\n\n", b'data: {"choices": "nope"}\n\n', b"data: 5\n\n",
+                                     b'data: {"choices": [{"delta": "x"}]}\n\n',
+                                     b'data: {"choices": [{"delta": {"content": 5}}]}\n\n',
+                                     b'data: {"choices": [], "usage": {"completion_tokens": 1}}\n\n'])
+async def test_a_malformed_chunk_in_a_round_is_a_503_not_a_crash(garbage: bytes) -> None:
+    with pytest.raises(BackendUnavailable, match="malformed answer"):
+        await with_backend([stream_reply(["The"], then=[garbage])], round_steps)
+
+
+async def test_a_round_with_null_usage_and_content_reads_as_vllm_means_it() -> None:
+    quiet = stream_reply([], then=[sse({**chunk({"content": None}), "usage": None}, chunk({"content": "B"}, "stop"),
+                                       usage_chunk(5, 1), "[DONE]")])
+    steps = await with_backend([quiet], round_steps)
+    assert "".join(step.text for step in steps) == "B"
+    assert [s.prompt_tokens for s in steps if s.prompt_tokens is not None] == [5]
+
+
+async def test_closing_a_round_early_closes_vllms_response() -> None:
+    bodies: list[Body] = []
+    stalled = stream_reply(["The"], then=[STALL], bodies=bodies)
+
+    async def work(backend: VllmBackend) -> None:
+        async with aclosing(await backend.round_stream(ROUND)) as steps:
+            async for step in steps:
+                if step.text:
+                    break
+
+    await with_backend([stalled], work)
+    assert bodies[0].closed.is_set()
