@@ -340,9 +340,10 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
     with finished(rid) as ended:
         # The random adapter's reply is noise; with the end-of-turn tokens banned it runs to max_tokens (about 40 s
         # here), so the client leaves while vLLM is generating round 1 — however slowly a CPU shared with vLLM lets
-        # the gateway notice. The client leaves once vLLM has logged round 1's request, not at the reply's first
-        # streamed text: noise with no <think> tag is held until the round ends (an earlier round's text outside tags
-        # is not reasoning), so waiting for text meant leaving after vLLM had finished, with nothing left to abort.
+        # the gateway notice. The client leaves once vLLM has logged round 1's request, reading nothing of the stream:
+        # not at the reply's first streamed text, since noise with no <think> tag is held until the round ends (an
+        # earlier round's text outside tags is not reasoning), and waiting for text meant leaving after vLLM had
+        # finished, with nothing left to abort.
         with httpx.stream("POST", f"{gw.url}/v1/chat/completions", timeout=120, headers={"x-request-id": rid}, json={
             "model": "random-r8", "stream": True, "temperature": 2.0, "seed": 4, "max_tokens": LONG_REPLY,
             "logit_bias": {str(token): -100 for token in end_tokens(vllm.model_dir)},
@@ -350,8 +351,6 @@ def test_client_leaving_mid_stream_stops_the_loop(vllm: VllmHandle, gateway_fact
             "messages": [{"role": "user", "content": [video_part(url), {"type": "text", "text": QUESTION}]}],
         }) as response:
             assert response.status_code == 200
-            lines = response.iter_lines()
-            assert any("Round 1/3" in line for line in lines)
             logged(vllm, offset, re.compile(rf"Added request {first}"), 60)  # vLLM is on round 1: leave now
         aborted = re.compile(rf"(Aborted request\(s\) {first}|Request {first}\S* aborted)")
         logged(vllm, offset, aborted, 60)
