@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Iterator
 
 import httpx2
@@ -11,6 +12,7 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError  # type: igno
 from yt_dlp.utils import ExtractorError, UnsupportedError  # type: ignore[import-untyped]
 
 from gateway.errors import MediaFetchFailed, MediaRejected, NotAVideo, VChatError
+from gateway.media.redirects import redact_urls
 
 logger = logging.getLogger("gateway.media.pages")  # the package's one logger, named as before its split
 
@@ -35,7 +37,8 @@ def translate(exc: BaseException) -> VChatError:
     for link in links:
         if isinstance(link, ExtractorError) and link.expected:
             return MediaRejected(_plain(link.orig_msg))
-    logger.warning("yt-dlp failed unexpectedly", exc_info=exc)
+    # The traceback's messages may quote the page's or a format's URL whole: cut as every other logged URL is.
+    logger.warning("yt-dlp failed unexpectedly\n%s", redact_urls("".join(traceback.format_exception(exc)).rstrip()))
     return MediaFetchFailed("could not read a video from this page")
 
 

@@ -26,6 +26,7 @@ from gateway.media.pages import (
     resolve_page,
     youtube_watch_url,
 )
+from gateway.media.pages.errors import translate
 from tests.support.clips import make_clip
 from tests.support.origin import Origin
 
@@ -103,6 +104,20 @@ async def test_yt_dlps_messages_reach_the_debug_log_without_query_strings(
     assert media.media_url.endswith("?sig=FORMAT-SECRET")  # the URL itself is kept for the download
     assert f"yt-dlp: [generic] Extracting URL: {watch}\n" in caplog.text
     assert "yt-dlp: [generic] watch: Downloading webpage" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+def test_an_unexpected_yt_dlp_failure_is_logged_with_its_traceback_and_no_query_string(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.media.pages")
+    try:
+        raise RuntimeError("could not parse https://cdn.example/v.mp4?Signature=TRACE-SECRET")
+    except RuntimeError as exc:
+        error = translate(exc)
+    assert error.message == "could not read a video from this page"
+    assert "yt-dlp failed unexpectedly" in caplog.text
+    assert "Traceback (most recent call last)" in caplog.text and "raise RuntimeError" in caplog.text
+    assert "could not parse https://cdn.example/v.mp4" in caplog.text
     assert "SECRET" not in caplog.text
 
 
