@@ -265,15 +265,24 @@ async def test_a_stream_cut_before_done_ends_without_error() -> None:
     assert await with_backend([cut], stream_text) == "B"
 
 
-async def test_closing_a_stream_early_closes_vllms_response() -> None:
+@pytest.mark.parametrize("kind", ["chat", "round"])
+async def test_closing_a_stream_early_closes_vllms_response(kind: str) -> None:
+    """A plain chat's stream (the SDK's chunks) and a perception round's (vLLM's JSON) alike: the client left, so
+    vLLM must see its request closed (it aborts the generation)."""
     bodies: list[Body] = []
     stalled = stream_reply(["The"], then=[STALL], bodies=bodies)
 
     async def work(backend: VllmBackend) -> None:
-        async with aclosing(await backend.chat_stream(PARAMS)) as chunks:
-            async for piece in chunks:
-                if any(c.delta.content for c in piece.choices):
-                    break  # the client left: vLLM must see its request closed (it aborts the generation)
+        if kind == "chat":
+            async with aclosing(await backend.chat_stream(PARAMS)) as chunks:
+                async for piece in chunks:
+                    if any(c.delta.content for c in piece.choices):
+                        break
+        else:
+            async with aclosing(await backend.round_stream(ROUND)) as steps:
+                async for step in steps:
+                    if step.text:
+                        break
 
     await with_backend([stalled], work)
     assert bodies[0].closed.is_set()
@@ -361,16 +370,3 @@ async def test_a_round_with_null_usage_and_content_reads_as_vllm_means_it() -> N
     assert "".join(step.text for step in steps) == "B"
     assert [s.prompt_tokens for s in steps if s.prompt_tokens is not None] == [5]
 
-
-async def test_closing_a_round_early_closes_vllms_response() -> None:
-    bodies: list[Body] = []
-    stalled = stream_reply(["The"], then=[STALL], bodies=bodies)
-
-    async def work(backend: VllmBackend) -> None:
-        async with aclosing(await backend.round_stream(ROUND)) as steps:
-            async for step in steps:
-                if step.text:
-                    break
-
-    await with_backend([stalled], work)
-    assert bodies[0].closed.is_set()
